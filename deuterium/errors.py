@@ -1,0 +1,17 @@
+"""The project's exception types. Stages turn them into one clear line and a non-zero exit."""
+
+
+class DeuteriumError(Exception):
+    """Base of every error meant for the user who made the mistake."""
+
+
+class ConfigError(DeuteriumError):
+    """params.yaml (or a resolved config) is not valid."""
+
+
+class DataError(DeuteriumError):
+    """A dataframe or an asset file is not usable."""
+
+
+class AudioError(DataError):
+    """An audio file or upload cannot be read or is out of bounds."""

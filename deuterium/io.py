@@ -1,0 +1,59 @@
+"""Dataframes and small JSON artifacts in and out, with errors that name the file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from deuterium.errors import DataError
+
+
+def read_frame(path: Path | str) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such dataframe file")
+    try:
+        if path.suffix.lower() == ".parquet":
+            return pd.read_parquet(path)
+        if path.suffix.lower() in (".csv", ".tsv"):
+            return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+    except Exception as err:  # pandas/pyarrow raise many types for a broken file
+        raise DataError(f"{path}: cannot be read as a dataframe ({type(err).__name__}: {err})") from None
+    raise DataError(f"{path}: unsupported dataframe format {path.suffix!r}; use .csv, .tsv or .parquet")
+
+
+def _atomic(path: Path, write) -> None:
+    """Write to a temporary name beside `path`, then rename: a killed run leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_frame(frame: pd.DataFrame, path: Path | str) -> None:
+    _atomic(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def write_json(data: Any, path: Path | str) -> None:
+    _atomic(Path(path), lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str) + "\n"))
+
+
+def write_text(text: str, path: Path | str) -> None:
+    _atomic(Path(path), lambda tmp: tmp.write_text(text))
+
+
+def read_json(path: Path | str) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: missing; run the stage that writes it first (dvc repro)")
+    return json.loads(path.read_text())

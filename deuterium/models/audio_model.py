@@ -1,0 +1,44 @@
+"""Waveform -> log-mel -> timm backbone (1 input channel) -> pooling -> dropout -> head."""
+
+from __future__ import annotations
+
+import os
+
+import timm
+from torch import Tensor, nn
+
+from deuterium.audio import LogMel
+from deuterium.errors import ConfigError
+from deuterium.models.pooling import Pool
+from deuterium.settings import ArchitectureSettings, AudioSettings
+
+
+def backbone(arch: ArchitectureSettings) -> nn.Module:
+    if arch.backbone not in timm.list_models():
+        close = timm.list_models(f"*{arch.backbone.split('_')[0]}*")[:8]
+        raise ConfigError(f"architecture.backbone {arch.backbone!r} is not a timm model" + (f"; similar: {close}" if close else ""))
+    if arch.pretrained:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # weights come from the local cache or not at all
+    try:
+        return timm.create_model(arch.backbone, pretrained=arch.pretrained, in_chans=1, num_classes=0, global_pool="")
+    except Exception as err:  # timm/hub raise many types when weights are not cached and there is no network
+        if arch.pretrained:
+            raise ConfigError(
+                f"architecture.pretrained: no local weights for {arch.backbone!r} in the Hugging Face/torch cache "
+                f"and nothing may be downloaded at run time ({type(err).__name__}). Put the weights in the cache "
+                "(HF_HOME / TORCH_HOME) or set architecture.pretrained: false."
+            ) from None
+        raise
+
+
+class AudioModel(nn.Module):
+    def __init__(self, audio: AudioSettings, arch: ArchitectureSettings, n_outputs: int):
+        super().__init__()
+        self.frontend = LogMel(audio)
+        self.backbone = backbone(arch)
+        self.pool = Pool(arch.pool)
+        self.dropout = nn.Dropout(arch.dropout)
+        self.head = nn.Linear(self.pool.widen(self.backbone.num_features), n_outputs)
+
+    def forward(self, wave: Tensor) -> Tensor:
+        return self.head(self.dropout(self.pool(self.backbone(self.frontend(wave)))))

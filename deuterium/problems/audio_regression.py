@@ -1,0 +1,90 @@
+"""Audio regression: one or more numeric label columns, one output each."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn import metrics as skm
+from torch import Tensor, nn
+
+from deuterium.errors import DataError
+from deuterium.problems.audio import AudioProblem
+from deuterium.problems.base import Metric
+from deuterium.problems.registry import register
+from deuterium.settings import ExperimentBase, PredictionBase, TrainingBase
+
+
+class RegressionTraining(TrainingBase):
+    loss_function: Literal["mae", "mse", "rmse"] = "mse"
+
+
+class RegressionPrediction(PredictionBase):
+    metric: Literal["MAE", "MSE", "RMSE", "MAPE", "SMAPE", "R2"] = "MAE"
+
+
+class AudioRegressionSettings(ExperimentBase):
+    problem_type: Literal["audio_regression"]
+    training: RegressionTraining = RegressionTraining()
+    prediction: RegressionPrediction = RegressionPrediction()
+
+
+class RMSELoss(nn.Module):
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        return torch.sqrt(nn.functional.mse_loss(pred, target) + 1e-8)
+
+
+def _smape(y: np.ndarray, p: np.ndarray) -> float:
+    denom = np.abs(y) + np.abs(p)
+    return float(np.mean(np.where(denom == 0, 0.0, 2 * np.abs(p - y) / np.where(denom == 0, 1, denom))))
+
+
+_METRICS = {
+    "MAE": Metric(skm.mean_absolute_error, False),
+    "MSE": Metric(skm.mean_squared_error, False),
+    "RMSE": Metric(skm.root_mean_squared_error, False),
+    "MAPE": Metric(skm.mean_absolute_percentage_error, False),
+    "SMAPE": Metric(_smape, False),
+    "R2": Metric(skm.r2_score, True),
+}
+
+
+@register("audio_regression")
+class AudioRegression(AudioProblem):
+    Settings = AudioRegressionSettings
+    label_kind = "numeric"
+
+    def label_info(self, frame: pd.DataFrame, exp: ExperimentBase) -> dict:
+        return {"target_names": list(exp.dataset.label_columns)}
+
+    def n_outputs(self, info: dict) -> int:
+        return len(info["target_names"])
+
+    def encode(self, frame: pd.DataFrame, exp: ExperimentBase, info: dict) -> np.ndarray:
+        cols = info["target_names"]
+        values = frame[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32)
+        if not np.isfinite(values).all():
+            row, col = np.argwhere(~np.isfinite(values))[0]
+            raise DataError(f"{cols[col]}: row {row + 1} is not a finite number ({frame[cols[col]].iloc[row]!r})")
+        return values
+
+    def loss(self, exp: ExperimentBase) -> nn.Module:
+        return {"mae": nn.L1Loss(), "mse": nn.MSELoss(), "rmse": RMSELoss()}[exp.training.loss_function]
+
+    def activate(self, logits: Tensor) -> Tensor:
+        return logits
+
+    def metrics(self) -> dict[str, Metric]:
+        return _METRICS
+
+    def truth(self, targets: np.ndarray) -> np.ndarray:
+        return targets
+
+    def prediction_columns(self, preds: np.ndarray, info: dict) -> pd.DataFrame:
+        return pd.DataFrame(preds, columns=[f"predicted_{c}" for c in info["target_names"]])
+
+    def plot(self, targets: np.ndarray, preds: np.ndarray, info: dict) -> dict[str, pd.DataFrame]:
+        name = info["target_names"][0]
+        return {"predicted_vs_actual": pd.DataFrame({"actual": targets[:, 0], "predicted": preds[:, 0], "target": name})}

@@ -1,0 +1,37 @@
+"""Problem types register themselves here; the rest of the code only asks the registry."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from deuterium.errors import ConfigError
+
+if TYPE_CHECKING:
+    from deuterium.problems.base import ProblemType
+
+_REGISTRY: dict[str, type[ProblemType]] = {}
+
+
+def register(name: str):
+    def wrap(cls: type[ProblemType]) -> type[ProblemType]:
+        if name in _REGISTRY:
+            raise ValueError(f"problem type {name!r} is registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> ProblemType:
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown problem_type {name!r}; registered: {', '.join(names())}")
+    return _REGISTRY[name]()
+
+
+def settings_models() -> list[type]:
+    return [_REGISTRY[n].Settings for n in names()]

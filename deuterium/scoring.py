@@ -1,0 +1,94 @@
+"""Score raw audio with the exported ONNX model. onnxruntime + numpy + soundfile only (no torch).
+
+The contract (written by the export stage into one folder):
+- model.onnx: input "waveform" float32 [batch, samples] at the model's sample rate;
+  output "output" float32 [batch, n_outputs]: class probabilities (classification)
+  or the regression values. Fold models are averaged inside the graph.
+- preprocessing.json: what cannot live in the graph (see `Preprocessing`).
+Clips are cut into fixed chunks of `chunk_samples` (the last zero-padded); a clip's
+prediction is the mean over its chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from deuterium import audio_io
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "waveform"
+OUTPUT_NAME = "output"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    problem_type: str
+    experiment_name: str
+    sample_rate: int
+    chunk_samples: int
+    target_names: list[str]
+    labels: list[str] = field(default_factory=list)  # class names, classification only
+    max_seconds: float = 600.0
+    format_version: int = 1
+
+    @classmethod
+    def read(cls, path: Path) -> Preprocessing:
+        return cls(**json.loads(Path(path).read_text()))
+
+    @property
+    def is_classification(self) -> bool:
+        return bool(self.labels)
+
+
+def session(model_path: Path, providers: list[str] | None = None) -> ort.InferenceSession:
+    available = ort.get_available_providers()
+    wanted = providers or ["CPUExecutionProvider"]
+    chosen = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(model_path), opts, providers=chosen)
+    log.info("onnxruntime session on %s", sess.get_providers())
+    return sess
+
+
+class Scorer:
+    def __init__(self, model_dir: Path | str, providers: list[str] | None = None, batch_size: int = 64):
+        model_dir = Path(model_dir)
+        self.pre = Preprocessing.read(model_dir / "preprocessing.json")
+        self.session = session(model_dir / "model.onnx", providers)
+        self.batch_size = batch_size
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def raw(self, waves: list[np.ndarray]) -> np.ndarray:
+        """One output row per clip: the mean of its chunks' outputs."""
+        pieces = [audio_io.chunks(w, self.pre.chunk_samples) for w in waves]
+        owners = np.concatenate([np.full(len(p), i) for i, p in enumerate(pieces)])
+        stacked = np.concatenate(pieces)
+        outs = [
+            self.session.run([OUTPUT_NAME], {INPUT_NAME: stacked[i : i + self.batch_size]})[0]
+            for i in range(0, len(stacked), self.batch_size)
+        ]
+        flat = np.concatenate(outs)
+        return np.stack([flat[owners == i].mean(axis=0) for i in range(len(waves))])
+
+    def format(self, row: np.ndarray) -> dict:
+        if self.pre.is_classification:
+            probs = {label: float(p) for label, p in zip(self.pre.labels, row, strict=True)}
+            return {"label": self.pre.labels[int(np.argmax(row))], "probabilities": probs}
+        return {"predictions": {name: float(v) for name, v in zip(self.pre.target_names, row, strict=True)}}
+
+    def predict(self, waves: list[np.ndarray]) -> list[dict]:
+        return [self.format(row) for row in self.raw(waves)] if waves else []
+
+    def load(self, source: Path | str | bytes, name: str | None = None) -> np.ndarray:
+        return audio_io.load(source, self.pre.sample_rate, name=name, max_seconds=self.pre.max_seconds)

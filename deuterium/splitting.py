@@ -1,0 +1,83 @@
+"""Assign validation folds with scikit-learn splitters.
+
+The result is the labeled data in one frame with a `fold` column: a row with fold k is
+validation data for fold k and training data for every other fold; fold -1 is never
+validation (the training rows of a holdout strategy).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import GroupKFold, KFold, train_test_split
+
+from deuterium import io
+from deuterium.errors import DataError
+from deuterium.settings import DatasetSettings
+
+log = logging.getLogger(__name__)
+
+FOLD = "fold"
+ROW_ID = "row_id"
+
+
+def assign_folds(frame: pd.DataFrame, ds: DatasetSettings, seed: int) -> pd.DataFrame:
+    frame = frame.reset_index(drop=True).copy()
+    frame.insert(0, ROW_ID, np.arange(len(frame)))
+    seed = max(seed, 0)
+    if ds.validation_strategy == "custom_holdout":
+        valid = io.read_frame(ds.validation_dataframe)
+        valid = valid.reset_index(drop=True)
+        valid.insert(0, ROW_ID, np.arange(len(frame), len(frame) + len(valid)))
+        frame[FOLD] = -1
+        valid[FOLD] = 0
+        out = pd.concat([frame, valid], ignore_index=True)
+    elif ds.validation_strategy == "automatic_holdout":
+        _, valid_idx = train_test_split(np.arange(len(frame)), test_size=ds.validation_size, random_state=seed)
+        frame[FOLD] = -1
+        frame.loc[valid_idx, FOLD] = 0
+        out = frame
+    elif ds.validation_strategy == "k_fold" and ds.fold_column:
+        if ds.fold_column not in frame:
+            raise DataError(f"{ds.train_dataframe}: fold_column {ds.fold_column!r} is not a column")
+        folds = pd.to_numeric(frame[ds.fold_column], errors="coerce")
+        if folds.isna().any() or (folds % 1 != 0).any():
+            row = int(np.flatnonzero(folds.isna() | (folds % 1 != 0))[0])
+            raise DataError(f"{ds.train_dataframe}: row {row + 1}: column {ds.fold_column!r} must hold whole fold numbers")
+        codes = {v: i for i, v in enumerate(sorted(folds.unique()))}
+        frame[FOLD] = folds.map(codes).astype(int)
+        out = frame
+    else:
+        if ds.validation_strategy == "grouped_k_fold":
+            groups = frame[ds.group_column].astype(str)
+            if groups.nunique() < ds.number_of_folds:
+                raise DataError(
+                    f"{ds.train_dataframe}: {groups.nunique()} groups in {ds.group_column!r} cannot fill "
+                    f"{ds.number_of_folds} folds; lower dataset.number_of_folds"
+                )
+            splits = GroupKFold(n_splits=ds.number_of_folds, shuffle=True, random_state=seed).split(frame, groups=groups)
+        else:
+            if len(frame) < ds.number_of_folds:
+                raise DataError(f"{ds.train_dataframe}: {len(frame)} rows cannot fill {ds.number_of_folds} folds")
+            splits = KFold(n_splits=ds.number_of_folds, shuffle=True, random_state=seed).split(frame)
+        frame[FOLD] = -1
+        for k, (_, valid_idx) in enumerate(splits):
+            frame.loc[valid_idx, FOLD] = k
+        out = frame
+    return _sample(out, ds.data_sample, seed)
+
+
+def _sample(frame: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    if fraction >= 1:
+        return frame
+    sampled = frame.groupby(FOLD, group_keys=False).sample(frac=fraction, random_state=seed)
+    log.info("data_sample %.3g: kept %d of %d rows", fraction, len(sampled), len(frame))
+    return sampled.sort_values(ROW_ID).reset_index(drop=True)
+
+
+def fold_frames(folds: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows, validation rows) of one fold."""
+    valid = folds[FOLD] == fold
+    return folds[~valid].reset_index(drop=True), folds[valid].reset_index(drop=True)

@@ -1,0 +1,75 @@
+"""Score the final models: the chosen metric and the others per fold, out-of-fold and on the test dataframe."""
+
+import argparse
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from deuterium import cli, config, evaluation, fitting, inference, io, paths, problems, runtime, splitting
+
+log = logging.getLogger(__name__)
+
+
+def main(
+    params: Path = Path("params.yaml"),
+    split_dir: Path = paths.SPLIT,
+    models_dir: Path = paths.PSEUDO,
+    out_dir: Path = paths.EVALUATE,
+    metrics_file: Path = paths.METRICS,
+    plots_dir: Path = paths.PLOTS,
+) -> None:
+    exp = config.load(params)
+    problem = problems.get(exp.problem_type)
+    info = io.read_json(split_dir / paths.DATA_INFO_FILE)
+    folds = io.read_frame(split_dir / paths.FOLDS_FILE)
+    oof = io.read_frame(models_dir / paths.OOF_FILE)
+    metric = exp.prediction.metric
+    report: dict = {"metric": metric, "greater_is_better": problem.metrics()[metric].greater_is_better}
+    plot_source = None
+    if len(oof):
+        targets = problem.encode(folds, exp, info)
+        preds = fitting.predictions_from(oof)
+        report["validation"] = evaluation.oof_report(problem, oof, folds, targets, preds)
+        rows = pd.Series(range(len(folds)), index=folds[splitting.ROW_ID]).loc[oof[splitting.ROW_ID]].to_numpy()
+        plot_source = (targets[rows], preds)
+
+    if exp.dataset.test_dataframe is not None:
+        test = io.read_frame(exp.dataset.test_dataframe)
+        _, models = fitting.load_models(models_dir, problem, info)
+        dev = runtime.device(exp.environment)
+        preds = inference.predict_files(
+            fitting.to_device(models, dev), problem.activate, problem.files(test, exp, exp.dataset.test_data_folder),
+            exp.audio.sample_rate, exp.inference_chunk_samples, exp.inference_batch_size, dev,
+            exp.environment.mixed_precision_inference, "scoring test data",
+        )
+        io.write_frame(
+            pd.concat([test.reset_index(drop=True), problem.prediction_columns(preds, info)], axis=1),
+            out_dir / "test_predictions.parquet",
+        )
+        if all(c in test for c in exp.dataset.label_columns):
+            targets = problem.encode(test, exp, info)
+            report["test"] = evaluation.scores(problem, targets, preds)
+            plot_source = (targets, preds)
+
+    for name, table in (problem.plot(*plot_source, info) if plot_source else {}).items():
+        plots_dir.mkdir(parents=True, exist_ok=True)
+        table.to_csv(plots_dir / f"{name}.csv", index=False)
+    io.write_json(report, metrics_file)
+    for part in ("validation", "test"):
+        if part in report:
+            value = report[part]["overall"][metric] if part == "validation" else report[part][metric]
+            log.info("%s %s: %.4f", part, metric, value)
+    log.info("metrics: %s", metrics_file)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--split", type=Path, default=paths.SPLIT)
+    parser.add_argument("--models", type=Path, default=paths.PSEUDO)
+    parser.add_argument("--out", type=Path, default=paths.EVALUATE)
+    parser.add_argument("--metrics", type=Path, default=paths.METRICS)
+    parser.add_argument("--plots", type=Path, default=paths.PLOTS)
+    args = parser.parse_args()
+    cli.run(main, args.params, args.split, args.models, args.out, args.metrics, args.plots)

@@ -1,0 +1,65 @@
+"""Pseudo-label the unlabeled dataframe with the fold models and train a second round on labels + pseudo labels.
+
+Without an unlabeled dataframe the first-round models pass through unchanged.
+"""
+
+import argparse
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deuterium import cli, config, fitting, inference, io, paths, problems, runtime, splitting
+
+log = logging.getLogger(__name__)
+
+
+def main(
+    params: Path = Path("params.yaml"),
+    split_dir: Path = paths.SPLIT,
+    train_dir: Path = paths.TRAIN,
+    out_dir: Path = paths.PSEUDO,
+    checkpoints: Path = paths.CHECKPOINTS,
+) -> None:
+    exp = config.load(params)
+    if exp.dataset.unlabeled_dataframe is None:
+        tmp = out_dir.with_name(out_dir.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(train_dir, tmp)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        tmp.rename(out_dir)
+        log.info("no unlabeled_dataframe: the first-round models pass through to %s", out_dir)
+        return
+    problem = problems.get(exp.problem_type)
+    info = io.read_json(split_dir / paths.DATA_INFO_FILE)
+    folds = io.read_frame(split_dir / paths.FOLDS_FILE)
+    unlabeled = io.read_frame(exp.dataset.unlabeled_dataframe)
+    _, models = fitting.load_models(train_dir, problem, info)
+    dev = runtime.device(exp.environment)
+    pseudo = inference.predict_files(
+        fitting.to_device(models, dev), problem.activate, problem.files(unlabeled, exp),
+        exp.audio.sample_rate, exp.inference_chunk_samples, exp.inference_batch_size, dev,
+        exp.environment.mixed_precision_inference, "pseudo-labeling",
+    )
+    log.info("pseudo-labeled %d unlabeled clips", len(unlabeled))
+    extra = unlabeled.reset_index(drop=True).copy()
+    extra[splitting.ROW_ID] = np.arange(len(extra)) + int(folds[splitting.ROW_ID].max()) + 1
+    extra[splitting.FOLD] = -1  # pseudo-labeled rows only ever train
+    frame = pd.concat([folds, extra], ignore_index=True)
+    targets = np.concatenate([problem.encode(folds, exp, info), pseudo.astype(np.float32)])
+    oof = fitting.fit_folds(exp, problem, info, frame, targets, out_dir, checkpoints / "pseudo")
+    oof = oof[oof[splitting.ROW_ID].isin(folds[splitting.ROW_ID])]
+    io.write_frame(oof, out_dir / paths.OOF_FILE)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--split", type=Path, default=paths.SPLIT)
+    parser.add_argument("--train", type=Path, default=paths.TRAIN)
+    parser.add_argument("--out", type=Path, default=paths.PSEUDO)
+    parser.add_argument("--checkpoints", type=Path, default=paths.CHECKPOINTS)
+    args = parser.parse_args()
+    cli.run(main, args.params, args.split, args.train, args.out, args.checkpoints)
