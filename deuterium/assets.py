@@ -13,7 +13,9 @@ def resolve(data_folder: Path, name: object) -> Path:
         raise DataError(f"empty or non-text asset name {name!r}")
     rel = Path(name)
     if rel.is_absolute():
-        raise DataError(f"asset {name!r} is an absolute path; give it relative to the data folder {data_folder}")
+        raise DataError(
+            f"asset {name!r} is an absolute path; give it relative to the data folder {data_folder}"
+        )
     root = data_folder.resolve()
     path = (root / rel).resolve()
     if not path.is_relative_to(root):

@@ -39,8 +39,11 @@ def _open(source: Path | str | bytes, name: str):
 
 
 def _reason(err: Exception) -> str:
-    text = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-    return text.split(": ", 1)[-1] if text.startswith("Error opening") else text
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = text.split(": ", 1)[-1] if text.startswith("Error opening") else text
+    if "does not exist or is not a regular file" in text:  # libsndfile's words for a broken MPEG stream
+        return "format not recognised or the data is corrupt"
+    return text.rstrip(".")
 
 
 def info(source: Path | str | bytes, name: str | None = None) -> AudioInfo:
@@ -62,19 +65,31 @@ def load(
     name: str | None = None,
     max_seconds: float | None = None,
 ) -> np.ndarray:
-    """Mono float32 in [-1, 1] at `sample_rate`. Raises AudioError naming `name` on anything unusable."""
+    """Mono float32 in [-1, 1] at `sample_rate`. Raises AudioError naming `name` on anything unusable.
+
+    Decodes block by block, mixing down as it goes, so memory stays at one mono clip whatever the
+    channel count, and stops past `max_seconds` even when the header understates the length.
+    """
     name = name or (str(source) if not isinstance(source, (bytes, bytearray)) else "upload")
     with _open(source, name) as f:
         rate, frames = f.samplerate, f.frames
         if max_seconds is not None and rate and frames / rate > max_seconds:
-            raise AudioError(f"{name}: {frames / rate:.1f} s of audio is longer than the limit of {max_seconds:g} s")
+            raise AudioError(
+                f"{name}: {frames / rate:.1f} s of audio is longer than the limit of {max_seconds:g} s"
+            )
+        limit = math.floor(max_seconds * rate) if max_seconds is not None else None
+        pieces, total = [], 0
         try:
-            data = f.read(dtype="float32", always_2d=True)
+            for block in f.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
+                pieces.append(block.mean(axis=1))  # mix down every channel to mono
+                total += len(block)
+                if limit is not None and total > limit:
+                    raise AudioError(f"{name}: the audio is longer than the limit of {max_seconds:g} s")
         except (sf.LibsndfileError, RuntimeError) as err:
             raise AudioError(f"{name}: audio data is corrupt ({_reason(err)})") from None
-    if data.shape[0] == 0:
+    if total == 0:
         raise AudioError(f"{name}: the audio file has no samples")
-    wave = data.mean(axis=1)  # mix down every channel to mono
+    wave = np.concatenate(pieces).astype(np.float32, copy=False)
     if not np.all(np.isfinite(wave)):
         raise AudioError(f"{name}: the audio contains NaN or infinite samples")
     return resample(wave, rate, sample_rate)

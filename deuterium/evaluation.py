@@ -19,7 +19,9 @@ def scores(problem: ProblemType, targets: np.ndarray, preds: np.ndarray) -> dict
     return out
 
 
-def oof_report(problem: ProblemType, oof: pd.DataFrame, folds: pd.DataFrame, targets: np.ndarray, preds: np.ndarray) -> dict:
+def oof_report(
+    problem: ProblemType, oof: pd.DataFrame, folds: pd.DataFrame, targets: np.ndarray, preds: np.ndarray
+) -> dict:
     by_row = pd.Series(np.arange(len(folds)), index=folds[splitting.ROW_ID])
     rows = by_row.loc[oof[splitting.ROW_ID]].to_numpy()
     report = {"overall": scores(problem, targets[rows], preds)}

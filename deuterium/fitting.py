@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from dvclive import Live
 from safetensors.torch import load_file
 from torch import nn
 
@@ -34,20 +35,33 @@ def fit_folds(
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     oof_parts = []
+    live = Live(str(tmp / "dvclive"), report=None, save_dvc_exp=False, dvcyaml=None)
     for fold in exp.dataset.folds:
         is_valid = (frame[splitting.FOLD] == fold).to_numpy()
         if not (~is_valid).any():
             raise DataError(f"fold {fold} has no training rows")
         result = train_fold(
-            exp, problem, info,
-            frame[~is_valid].reset_index(drop=True), targets[~is_valid],
-            frame[is_valid].reset_index(drop=True), targets[is_valid],
-            fold, tmp, checkpoints, tmp / "dvclive" / f"fold{fold}",
+            exp,
+            problem,
+            info,
+            frame[~is_valid].reset_index(drop=True),
+            targets[~is_valid],
+            frame[is_valid].reset_index(drop=True),
+            targets[is_valid],
+            fold,
+            tmp,
+            checkpoints,
+            live,
         )
         if result.predictions is not None:
             part = frame.loc[is_valid, [splitting.ROW_ID, splitting.FOLD]].reset_index(drop=True)
             oof_parts.append(pd.concat([part, problem.prediction_columns(result.predictions, info)], axis=1))
-    oof = pd.concat(oof_parts, ignore_index=True) if oof_parts else pd.DataFrame(columns=[splitting.ROW_ID, splitting.FOLD])
+    live.end()
+    oof = (
+        pd.concat(oof_parts, ignore_index=True)
+        if oof_parts
+        else pd.DataFrame(columns=[splitting.ROW_ID, splitting.FOLD])
+    )
     io.write_frame(oof, tmp / paths.OOF_FILE)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)

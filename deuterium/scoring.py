@@ -20,6 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 from deuterium import audio_io
+from deuterium.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,15 @@ class Preprocessing:
 
     @classmethod
     def read(cls, path: Path) -> Preprocessing:
-        return cls(**json.loads(Path(path).read_text()))
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(
+                f"{path}: missing; a model folder holds model.onnx and preprocessing.json (stages/export)"
+            )
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as err:  # bad JSON, unknown or missing keys
+            raise DataError(f"{path}: not a valid preprocessing file ({err})") from None
 
     @property
     def is_classification(self) -> bool:
@@ -53,8 +62,13 @@ def session(model_path: Path, providers: list[str] | None = None) -> ort.Inferen
     chosen = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if not Path(model_path).is_file():
+        raise DataError(f"{model_path}: missing; a model folder holds model.onnx and preprocessing.json")
     sess = ort.InferenceSession(str(model_path), opts, providers=chosen)
-    log.info("onnxruntime session on %s", sess.get_providers())
+    got = sess.get_providers()
+    log.info("onnxruntime session on %s", got)
+    if got[0] != wanted[0]:
+        log.warning("asked onnxruntime for %s but it runs on %s", wanted[0], got[0])
     return sess
 
 

@@ -41,7 +41,9 @@ class DatasetSettings(Section):
         if self.validation_strategy == "custom_holdout" and self.validation_dataframe is None:
             raise ValueError("validation_strategy 'custom_holdout' needs dataset.validation_dataframe")
         if self.validation_dataframe is not None and self.validation_strategy != "custom_holdout":
-            raise ValueError("dataset.validation_dataframe is only used with validation_strategy 'custom_holdout'")
+            raise ValueError(
+                "dataset.validation_dataframe is only used with validation_strategy 'custom_holdout'"
+            )
         if isinstance(self.selected_folds, list):
             if not self.selected_folds:
                 raise ValueError("dataset.selected_folds must name at least one fold, or be 'all'")
@@ -50,12 +52,16 @@ class DatasetSettings(Section):
             n = self.fold_count
             bad = [k for k in self.selected_folds if not 0 <= k < n]
             if bad:
-                raise ValueError(f"dataset.selected_folds {bad} out of range: this strategy makes folds 0..{n - 1}")
+                raise ValueError(
+                    f"dataset.selected_folds {bad} out of range: this strategy makes folds 0..{n - 1}"
+                )
         return self
 
     @property
     def fold_count(self) -> int:
-        return 1 if self.validation_strategy in ("custom_holdout", "automatic_holdout") else self.number_of_folds
+        return (
+            1 if self.validation_strategy in ("custom_holdout", "automatic_holdout") else self.number_of_folds
+        )
 
     @property
     def folds(self) -> list[int]:
@@ -81,7 +87,9 @@ class AudioSettings(Section):
         nyquist = self.sample_rate / 2
         top = self.max_frequency if self.max_frequency is not None else nyquist
         if top > nyquist:
-            raise ValueError(f"audio.max_frequency {top} is above the Nyquist frequency {nyquist} of sample_rate")
+            raise ValueError(
+                f"audio.max_frequency {top} is above the Nyquist frequency {nyquist} of sample_rate"
+            )
         if self.min_frequency >= top:
             raise ValueError(f"audio.min_frequency {self.min_frequency} must be below max_frequency {top}")
         if self.hop_size > self.stft_window_size:

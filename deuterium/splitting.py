@@ -35,7 +35,9 @@ def assign_folds(frame: pd.DataFrame, ds: DatasetSettings, seed: int) -> pd.Data
         valid[FOLD] = 0
         out = pd.concat([frame, valid], ignore_index=True)
     elif ds.validation_strategy == "automatic_holdout":
-        _, valid_idx = train_test_split(np.arange(len(frame)), test_size=ds.validation_size, random_state=seed)
+        _, valid_idx = train_test_split(
+            np.arange(len(frame)), test_size=ds.validation_size, random_state=seed
+        )
         frame[FOLD] = -1
         frame.loc[valid_idx, FOLD] = 0
         out = frame
@@ -45,7 +47,9 @@ def assign_folds(frame: pd.DataFrame, ds: DatasetSettings, seed: int) -> pd.Data
         folds = pd.to_numeric(frame[ds.fold_column], errors="coerce")
         if folds.isna().any() or (folds % 1 != 0).any():
             row = int(np.flatnonzero(folds.isna() | (folds % 1 != 0))[0])
-            raise DataError(f"{ds.train_dataframe}: row {row + 1}: column {ds.fold_column!r} must hold whole fold numbers")
+            raise DataError(
+                f"{ds.train_dataframe}: row {row + 1}: column {ds.fold_column!r} must hold whole fold numbers"
+            )
         codes = {v: i for i, v in enumerate(sorted(folds.unique()))}
         frame[FOLD] = folds.map(codes).astype(int)
         out = frame
@@ -57,10 +61,14 @@ def assign_folds(frame: pd.DataFrame, ds: DatasetSettings, seed: int) -> pd.Data
                     f"{ds.train_dataframe}: {groups.nunique()} groups in {ds.group_column!r} cannot fill "
                     f"{ds.number_of_folds} folds; lower dataset.number_of_folds"
                 )
-            splits = GroupKFold(n_splits=ds.number_of_folds, shuffle=True, random_state=seed).split(frame, groups=groups)
+            splits = GroupKFold(n_splits=ds.number_of_folds, shuffle=True, random_state=seed).split(
+                frame, groups=groups
+            )
         else:
             if len(frame) < ds.number_of_folds:
-                raise DataError(f"{ds.train_dataframe}: {len(frame)} rows cannot fill {ds.number_of_folds} folds")
+                raise DataError(
+                    f"{ds.train_dataframe}: {len(frame)} rows cannot fill {ds.number_of_folds} folds"
+                )
             splits = KFold(n_splits=ds.number_of_folds, shuffle=True, random_state=seed).split(frame)
         frame[FOLD] = -1
         for k, (_, valid_idx) in enumerate(splits):

@@ -70,9 +70,11 @@ def train_fold(
     fold: int,
     out_dir: Path,
     checkpoints: Path,
-    live_dir: Path,
+    live: Live,
 ) -> FoldResult:
-    seed = runtime.seed_everything(exp.environment.seed if exp.environment.seed < 0 else exp.environment.seed + fold)
+    seed = runtime.seed_everything(
+        exp.environment.seed if exp.environment.seed < 0 else exp.environment.seed + fold
+    )
     dev = runtime.device(exp.environment)
     model = problem.model(exp, problem.n_outputs(info)).to(dev)
     loader = DataLoader(
@@ -109,40 +111,46 @@ def train_fold(
 
     files = problem.files(valid_frame, exp) if len(valid_frame) else []
     preds, score = None, None
-    with Live(str(live_dir), resume=start_epoch > 0, report=None, save_dvc_exp=False) as live:
-        live.log_params({"fold": fold, "seed": seed})
-        with Progress(transient=True) as progress:
-            for epoch in range(start_epoch, exp.training.epochs):
-                model.train()
-                task = progress.add_task(f"fold {fold} epoch {epoch + 1}/{exp.training.epochs}", total=steps)
-                total_loss, seen = 0.0, 0
-                for wave, target in loader:
-                    wave, target = wave.to(dev, non_blocking=True), target.to(dev, non_blocking=True)
-                    with runtime.autocast(dev, exp.environment.mixed_precision_training):
-                        loss = loss_fn(model(wave).float(), target)
-                    opt.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    if exp.training.gradient_clip > 0:
-                        scaler.unscale_(opt)
-                        nn.utils.clip_grad_norm_(model.parameters(), exp.training.gradient_clip)
-                    scaler.step(opt)
-                    scaler.update()
-                    sched.step()
-                    total_loss += loss.item() * len(wave)
-                    seen += len(wave)
-                    progress.advance(task)
-                progress.remove_task(task)
-                live.log_metric("train/loss", total_loss / max(seen, 1))
-                live.log_metric("train/learning_rate", opt.param_groups[0]["lr"])
-                if files:
-                    preds = _predict(exp, problem, [model], files, dev)
-                    score = float(metric.fn(problem.truth(valid_targets), preds))
-                    live.log_metric(f"valid/{metric_name}", score)
-                    log.info("fold %d epoch %d: loss %.4f, valid %s %.4f", fold, epoch + 1, total_loss / max(seen, 1), metric_name, score)
-                else:
-                    log.info("fold %d epoch %d: loss %.4f", fold, epoch + 1, total_loss / max(seen, 1))
-                live.next_step()
-                _save_checkpoint(ckpt, model, opt, sched, epoch + 1, resolved)
+    live.log_param(f"fold{fold}_seed", seed)
+    with Progress(transient=True) as progress:
+        for epoch in range(start_epoch, exp.training.epochs):
+            model.train()
+            task = progress.add_task(f"fold {fold} epoch {epoch + 1}/{exp.training.epochs}", total=steps)
+            total_loss, seen = 0.0, 0
+            for wave, target in loader:
+                wave, target = wave.to(dev, non_blocking=True), target.to(dev, non_blocking=True)
+                with runtime.autocast(dev, exp.environment.mixed_precision_training):
+                    loss = loss_fn(model(wave).float(), target)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if exp.training.gradient_clip > 0:
+                    scaler.unscale_(opt)
+                    nn.utils.clip_grad_norm_(model.parameters(), exp.training.gradient_clip)
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                total_loss += loss.item() * len(wave)
+                seen += len(wave)
+                progress.advance(task)
+            progress.remove_task(task)
+            live.step = epoch + 1
+            live.log_metric(f"fold{fold}/train/loss", total_loss / max(seen, 1))
+            live.log_metric(f"fold{fold}/train/learning_rate", opt.param_groups[0]["lr"])
+            if files:
+                preds = _predict(exp, problem, [model], files, dev)
+                score = float(metric.fn(problem.truth(valid_targets), preds))
+                live.log_metric(f"fold{fold}/valid/{metric_name}", score)
+                log.info(
+                    "fold %d epoch %d: loss %.4f, valid %s %.4f",
+                    fold,
+                    epoch + 1,
+                    total_loss / max(seen, 1),
+                    metric_name,
+                    score,
+                )
+            else:
+                log.info("fold %d epoch %d: loss %.4f", fold, epoch + 1, total_loss / max(seen, 1))
+            _save_checkpoint(ckpt, model, opt, sched, epoch + 1, resolved)
 
     if files and preds is None:  # resumed after the last epoch: predictions were not kept
         preds = _predict(exp, problem, [model], files, dev)
@@ -153,8 +161,15 @@ def train_fold(
 
 def _predict(exp, problem, models, files, dev) -> np.ndarray:
     return inference.predict_files(
-        models, problem.activate, files, exp.audio.sample_rate, exp.inference_chunk_samples,
-        exp.inference_batch_size, dev, exp.environment.mixed_precision_inference, "validating",
+        models,
+        problem.activate,
+        files,
+        exp.audio.sample_rate,
+        exp.inference_chunk_samples,
+        exp.inference_batch_size,
+        dev,
+        exp.environment.mixed_precision_inference,
+        "validating",
     )
 
 
@@ -162,8 +177,14 @@ def _save_checkpoint(path: Path, model, opt, sched, epoch: int, resolved: str) -
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(
-        {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-         "rng": torch.get_rng_state(), "epoch": epoch, "config": resolved},
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "rng": torch.get_rng_state(),
+            "epoch": epoch,
+            "config": resolved,
+        },
         tmp,
     )
     tmp.replace(path)

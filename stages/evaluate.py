@@ -31,7 +31,9 @@ def main(
         targets = problem.encode(folds, exp, info)
         preds = fitting.predictions_from(oof)
         report["validation"] = evaluation.oof_report(problem, oof, folds, targets, preds)
-        rows = pd.Series(range(len(folds)), index=folds[splitting.ROW_ID]).loc[oof[splitting.ROW_ID]].to_numpy()
+        rows = (
+            pd.Series(range(len(folds)), index=folds[splitting.ROW_ID]).loc[oof[splitting.ROW_ID]].to_numpy()
+        )
         plot_source = (targets[rows], preds)
 
     if exp.dataset.test_dataframe is not None:
@@ -39,9 +41,15 @@ def main(
         _, models = fitting.load_models(models_dir, problem, info)
         dev = runtime.device(exp.environment)
         preds = inference.predict_files(
-            fitting.to_device(models, dev), problem.activate, problem.files(test, exp, exp.dataset.test_data_folder),
-            exp.audio.sample_rate, exp.inference_chunk_samples, exp.inference_batch_size, dev,
-            exp.environment.mixed_precision_inference, "scoring test data",
+            fitting.to_device(models, dev),
+            problem.activate,
+            problem.files(test, exp, exp.dataset.test_data_folder),
+            exp.audio.sample_rate,
+            exp.inference_chunk_samples,
+            exp.inference_batch_size,
+            dev,
+            exp.environment.mixed_precision_inference,
+            "scoring test data",
         )
         io.write_frame(
             pd.concat([test.reset_index(drop=True), problem.prediction_columns(preds, info)], axis=1),

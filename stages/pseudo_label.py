@@ -39,9 +39,15 @@ def main(
     _, models = fitting.load_models(train_dir, problem, info)
     dev = runtime.device(exp.environment)
     pseudo = inference.predict_files(
-        fitting.to_device(models, dev), problem.activate, problem.files(unlabeled, exp),
-        exp.audio.sample_rate, exp.inference_chunk_samples, exp.inference_batch_size, dev,
-        exp.environment.mixed_precision_inference, "pseudo-labeling",
+        fitting.to_device(models, dev),
+        problem.activate,
+        problem.files(unlabeled, exp),
+        exp.audio.sample_rate,
+        exp.inference_chunk_samples,
+        exp.inference_batch_size,
+        dev,
+        exp.environment.mixed_precision_inference,
+        "pseudo-labeling",
     )
     log.info("pseudo-labeled %d unlabeled clips", len(unlabeled))
     extra = unlabeled.reset_index(drop=True).copy()

@@ -16,7 +16,9 @@ def main(
     problem = problems.get(exp.problem_type)
     info = io.read_json(split_dir / paths.DATA_INFO_FILE)
     folds = io.read_frame(split_dir / paths.FOLDS_FILE)
-    fitting.fit_folds(exp, problem, info, folds, problem.encode(folds, exp, info), out_dir, checkpoints / "train")
+    fitting.fit_folds(
+        exp, problem, info, folds, problem.encode(folds, exp, info), out_dir, checkpoints / "train"
+    )
 
 
 if __name__ == "__main__":

@@ -16,11 +16,16 @@ from deuterium.settings import ArchitectureSettings, AudioSettings
 def backbone(arch: ArchitectureSettings) -> nn.Module:
     if arch.backbone not in timm.list_models():
         close = timm.list_models(f"*{arch.backbone.split('_')[0]}*")[:8]
-        raise ConfigError(f"architecture.backbone {arch.backbone!r} is not a timm model" + (f"; similar: {close}" if close else ""))
+        raise ConfigError(
+            f"architecture.backbone {arch.backbone!r} is not a timm model"
+            + (f"; similar: {close}" if close else "")
+        )
     if arch.pretrained:
         os.environ["HF_HUB_OFFLINE"] = "1"  # weights come from the local cache or not at all
     try:
-        return timm.create_model(arch.backbone, pretrained=arch.pretrained, in_chans=1, num_classes=0, global_pool="")
+        return timm.create_model(
+            arch.backbone, pretrained=arch.pretrained, in_chans=1, num_classes=0, global_pool=""
+        )
     except Exception as err:  # timm/hub raise many types when weights are not cached and there is no network
         if arch.pretrained:
             raise ConfigError(
@@ -41,4 +46,5 @@ class AudioModel(nn.Module):
         self.head = nn.Linear(self.pool.widen(self.backbone.num_features), n_outputs)
 
     def forward(self, wave: Tensor) -> Tensor:
-        return self.head(self.dropout(self.pool(self.backbone(self.frontend(wave)))))
+        features = self.backbone.forward_features(self.frontend(wave))  # [batch, num_features, h, w]
+        return self.head(self.dropout(self.pool(features)))

@@ -44,7 +44,9 @@ class AudioProblem(ProblemType):
         return [assets.resolve(folder, name) for name in frame[exp.dataset.audio_column]]
 
     def dataset(self, frame: pd.DataFrame, exp: ExperimentBase, targets: np.ndarray, seed: int) -> Dataset:
-        return AudioClips(self.files(frame, exp), targets, exp.audio.sample_rate, exp.audio.chunk_samples, seed)
+        return AudioClips(
+            self.files(frame, exp), targets, exp.audio.sample_rate, exp.audio.chunk_samples, seed
+        )
 
     def model(self, exp: ExperimentBase, n_outputs: int) -> AudioModel:
         return AudioModel(exp.audio, exp.architecture, n_outputs)

@@ -43,9 +43,13 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
 
 _METRICS = {
     "Accuracy": Metric(lambda y, p: skm.accuracy_score(y, _labels(p)), True),
-    "LogLoss": Metric(lambda y, p: skm.log_loss(y, np.clip(p, 1e-7, 1), labels=list(range(p.shape[1]))), False),
+    "LogLoss": Metric(
+        lambda y, p: skm.log_loss(y, np.clip(p, 1e-7, 1), labels=list(range(p.shape[1]))), False
+    ),
     "F1": Metric(lambda y, p: skm.f1_score(y, _labels(p), average="macro", zero_division=0), True),
-    "Precision": Metric(lambda y, p: skm.precision_score(y, _labels(p), average="macro", zero_division=0), True),
+    "Precision": Metric(
+        lambda y, p: skm.precision_score(y, _labels(p), average="macro", zero_division=0), True
+    ),
     "Recall": Metric(lambda y, p: skm.recall_score(y, _labels(p), average="macro", zero_division=0), True),
     "MCC": Metric(lambda y, p: skm.matthews_corrcoef(y, _labels(p)), True),
     "ROC_AUC": Metric(_auc, True),
@@ -101,4 +105,8 @@ class AudioClassification(AudioProblem):
 
     def plot(self, targets: np.ndarray, preds: np.ndarray, info: dict) -> dict[str, pd.DataFrame]:
         names = np.asarray(info["labels"])
-        return {"confusion": pd.DataFrame({"actual": names[self.truth(targets)], "predicted": names[preds.argmax(1)]})}
+        return {
+            "confusion": pd.DataFrame(
+                {"actual": names[self.truth(targets)], "predicted": names[preds.argmax(1)]}
+            )
+        }

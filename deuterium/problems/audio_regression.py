@@ -67,7 +67,9 @@ class AudioRegression(AudioProblem):
         values = frame[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32)
         if not np.isfinite(values).all():
             row, col = np.argwhere(~np.isfinite(values))[0]
-            raise DataError(f"{cols[col]}: row {row + 1} is not a finite number ({frame[cols[col]].iloc[row]!r})")
+            raise DataError(
+                f"{cols[col]}: row {row + 1} is not a finite number ({frame[cols[col]].iloc[row]!r})"
+            )
         return values
 
     def loss(self, exp: ExperimentBase) -> nn.Module:
@@ -87,4 +89,8 @@ class AudioRegression(AudioProblem):
 
     def plot(self, targets: np.ndarray, preds: np.ndarray, info: dict) -> dict[str, pd.DataFrame]:
         name = info["target_names"][0]
-        return {"predicted_vs_actual": pd.DataFrame({"actual": targets[:, 0], "predicted": preds[:, 0], "target": name})}
+        return {
+            "predicted_vs_actual": pd.DataFrame(
+                {"actual": targets[:, 0], "predicted": preds[:, 0], "target": name}
+            )
+        }

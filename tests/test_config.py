@@ -1,0 +1,80 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deuterium import config, problems
+from deuterium.errors import ConfigError
+from projects import REPO, merge, tiny_params
+
+
+def parse(overrides: dict, base: dict | None = None):
+    return config.parse(merge(base or tiny_params(), overrides), "params.yaml")
+
+
+def error(overrides: dict, base: dict | None = None) -> str:
+    with pytest.raises(ConfigError) as exc:
+        parse(overrides, base)
+    return str(exc.value)
+
+
+def test_shipped_params_files_are_valid():
+    assert config.load(REPO / "params.yaml").problem_type == "audio_classification"
+    assert config.load(REPO / "configs" / "fsdd_regression.yaml").problem_type == "audio_regression"
+
+
+def test_unknown_key_is_named():
+    msg = error({"training": {"learnig_rate": 0.1}})
+    assert "training.learnig_rate" in msg and "unknown key" in msg
+
+
+def test_wrong_type_is_named_with_the_value():
+    msg = error({"training": {"epochs": "many"}})
+    assert "training.epochs" in msg and "'many'" in msg
+
+
+def test_option_not_valid_for_the_problem_type_lists_the_allowed_values():
+    msg = error({"training": {"loss_function": "mae"}})  # a regression loss in a classification experiment
+    assert "training.loss_function" in msg and "cross_entropy" in msg
+    msg = error({"prediction": {"metric": "Accuracy"}}, tiny_params({"problem_type": "audio_regression"}))
+    assert "prediction.metric" in msg and "MAE" in msg
+
+
+def test_unknown_problem_type_lists_the_registered_ones():
+    msg = error({"problem_type": "audio_translation"})
+    assert "problem_type" in msg
+    for name in problems.names():
+        assert name in msg
+
+
+def test_strategy_needs_its_column_and_folds_must_exist():
+    params = tiny_params()
+    del params["dataset"]["group_column"]
+    assert "group_column" in error({}, params)
+    assert "selected_folds" in error({"dataset": {"selected_folds": [0, 7]}})
+
+
+def test_audio_settings_are_checked_against_each_other():
+    assert "Nyquist" in error({"audio": {"sample_rate": 8000, "max_frequency": 6000}})
+    assert "hop_size" in error({"audio": {"hop_size": 1024, "stft_window_size": 256}})
+
+
+def test_missing_or_broken_params_file(tmp_path: Path):
+    with pytest.raises(ConfigError, match="no such params file"):
+        config.load(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config.load(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        config.load(bad)
+
+
+def test_resolved_config_round_trips(tmp_path: Path):
+    exp = parse({"training": {"epochs": 3}})
+    path = tmp_path / "config.yaml"
+    path.write_text(config.dump(exp))
+    again = config.load(path)
+    assert again == exp
+    assert yaml.safe_load(path.read_text())["training"]["loss_function"] == "cross_entropy"  # defaults written out

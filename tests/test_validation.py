@@ -1,0 +1,200 @@
+import json
+import os
+
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ["GX_ANALYTICS_ENABLED"] = "false"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+from deuterium import config, validation  # noqa: E402
+from deuterium.errors import DataError  # noqa: E402
+
+RATE = 8000
+
+
+def write_wav(path, seconds=0.1, freq=440.0):
+    t = np.arange(int(seconds * RATE)) / RATE
+    sf.write(path, (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32), RATE)
+
+
+@pytest.fixture
+def audio(tmp_path):
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    for i, name in enumerate(["a.wav", "b.wav", "c.wav", "d.wav"]):
+        write_wav(folder / name, freq=300 + 100 * i)
+    return folder
+
+
+def experiment(tmp_path, csv, problem_type="audio_classification", **dataset):
+    frame = tmp_path / "train.csv"
+    frame.write_text(csv)
+    settings = {
+        "train_dataframe": str(frame),
+        "data_folder": str(tmp_path / "audio"),
+        "audio_column": "file",
+        "label_columns": ["label"],
+        **dataset,
+    }
+    return config.parse({"problem_type": problem_type, "dataset": settings})
+
+
+def failing(tmp_path, exp):
+    """The DataError's message and the report written before it."""
+    with pytest.raises(DataError) as info:
+        validation.validate(exp, tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["success"] is False
+    return str(info.value), report
+
+
+def problems(report, frame="train"):
+    return [(p["row"], p["column"], p["check"]) for p in report["frames"][frame]["problems"]]
+
+
+def test_good_frames_pass_and_write_report_and_html(tmp_path, audio):
+    exp = experiment(tmp_path, "file,label\na.wav,yes\nb.wav,no\nc.wav,yes\n")
+    report = validation.validate(exp, tmp_path / "out")
+    assert report["success"] is True
+    assert report["frames"]["train"]["rows"] == 3
+    assert all(c["success"] for c in report["frames"]["train"]["checks"])
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["success"] is True
+    index = tmp_path / "out" / report["docs"]
+    assert index.name == "index.html" and index.is_file()
+    assert index.is_relative_to(tmp_path / "out" / "docs")
+    assert not (tmp_path / "out" / ".docs.tmp").exists()
+
+
+def test_regression_labels_and_test_frame_without_labels(tmp_path, audio):
+    test_folder = tmp_path / "test_audio"
+    test_folder.mkdir()
+    write_wav(test_folder / "t.wav")
+    (tmp_path / "test.csv").write_text("file\nt.wav\n")
+    exp = experiment(
+        tmp_path,
+        "file,label\na.wav,1.5\nb.wav,-2\nc.wav,3e2\n",
+        "audio_regression",
+        test_dataframe=str(tmp_path / "test.csv"),
+        data_folder_test=str(test_folder),
+    )
+    report = validation.validate(exp, tmp_path / "out")
+    assert report["success"] is True
+    assert set(report["frames"]) == {"train", "test"}
+
+
+def test_missing_file_names_file_row_and_column(tmp_path, audio):
+    exp = experiment(tmp_path, "file,label\na.wav,x\nnope.wav,y\n")
+    message, report = failing(tmp_path, exp)
+    assert "train.csv:row 2: column 'file': file not found" in message
+    assert "nope.wav" in message
+    assert problems(report) == [(2, "file", "audio file exists")]
+    assert report["frames"]["train"]["problems"][0]["value"] == "nope.wav"
+    assert "N-th data row" in report["row_numbering"]
+
+
+def test_paths_outside_the_data_folder(tmp_path, audio):
+    write_wav(tmp_path / "outside.wav")
+    exp = experiment(tmp_path, f"file,label\n../outside.wav,x\n{tmp_path / 'outside.wav'},y\na.wav,z\n")
+    message, report = failing(tmp_path, exp)
+    assert "train.csv:row 1: column 'file': asset '../outside.wav' escapes the data folder" in message
+    assert "train.csv:row 2: column 'file':" in message and "absolute path" in message
+    assert problems(report) == [
+        (1, "file", "audio file inside data folder"),
+        (2, "file", "audio file inside data folder"),
+    ]
+
+
+def test_unreadable_audio(tmp_path, audio):
+    (audio / "text.wav").write_text("not audio at all")
+    (audio / "zero.wav").write_bytes(b"")
+    sf.write(audio / "silent.wav", np.zeros(0, np.float32), RATE)
+    exp = experiment(tmp_path, "file,label\na.wav,x\ntext.wav,x\nzero.wav,y\nsilent.wav,y\n")
+    message, report = failing(tmp_path, exp)
+    assert "train.csv:row 2: column 'file':" in message and "text.wav: not a readable audio file" in message
+    assert "train.csv:row 3: column 'file':" in message and "zero.wav: not a readable audio file" in message
+    assert "train.csv:row 4: column 'file':" in message and "no frames" in message
+    assert problems(report) == [(r, "file", "audio file readable") for r in (2, 3, 4)]
+
+
+def test_missing_label(tmp_path, audio):
+    exp = experiment(tmp_path, "file,label\na.wav,x\nb.wav,\n")
+    message, report = failing(tmp_path, exp)
+    assert "train.csv:row 2: column 'label': label is missing" in message
+    assert problems(report) == [(2, "label", "label 'label' present")]
+
+
+def test_text_in_a_numeric_label_column(tmp_path, audio):
+    exp = experiment(tmp_path, "file,label\na.wav,1.0\nb.wav,abc\nc.wav,inf\n", "audio_regression")
+    message, report = failing(tmp_path, exp)
+    assert "train.csv:row 2: column 'label': 'abc' is not a number" in message
+    assert "train.csv:row 3: column 'label': 'inf' is not a finite number" in message
+    assert [p[:2] for p in problems(report)] == [(2, "label"), (3, "label")]
+
+
+def test_text_labels_are_fine_for_classification(tmp_path, audio):
+    exp = experiment(tmp_path, "file,label\na.wav,1.0\nb.wav,abc\n")
+    assert validation.validate(exp, tmp_path / "out")["success"] is True
+
+
+def test_duplicate_files_name_both_rows(tmp_path, audio):
+    exp = experiment(tmp_path, "file,label\na.wav,x\nb.wav,y\n./a.wav,z\n")
+    message, report = failing(tmp_path, exp)
+    assert "train.csv:row 1: column 'file': 'a.wav' is the same file as row 3" in message
+    assert "train.csv:row 3: column 'file': './a.wav' is the same file as row 1" in message
+    assert problems(report) == [(1, "file", "audio file unique"), (3, "file", "audio file unique")]
+
+
+def test_missing_required_columns(tmp_path, audio):
+    exp = experiment(
+        tmp_path,
+        "file,speaker\na.wav,x\n",
+        validation_strategy="grouped_k_fold",
+        group_column="group",
+    )
+    message, report = failing(tmp_path, exp)
+    assert (
+        "train.csv: column 'label': required column is missing; the dataframe has: file, speaker" in message
+    )
+    assert "train.csv: column 'group': required column is missing" in message
+    assert problems(report) == [
+        (None, "label", "column 'label' present"),
+        (None, "group", "column 'group' present"),
+    ]
+
+
+def test_missing_dataframe_file_and_data_folder(tmp_path):
+    exp = experiment(tmp_path, "file,label\na.wav,x\n", test_dataframe=str(tmp_path / "missing.csv"))
+    message, report = failing(tmp_path, exp)
+    assert "missing.csv: no such dataframe file" in message
+    assert "audio does not exist" in message
+    assert report["frames"]["test"]["rows"] is None
+
+
+def test_html_report_names_the_failing_rows(tmp_path, audio):
+    exp = experiment(tmp_path, "file,label\na.wav,x\nb.wav,y\ngone.wav,z\n")
+    failing(tmp_path, exp)
+    pages = list((tmp_path / "out" / "docs").rglob("validations/**/*.html"))
+    assert len(pages) == 1
+    text = pages[0].read_text()
+    assert validation.ROW in text and "exists in" in text
+
+
+def test_message_lists_the_first_problems_only(tmp_path, audio):
+    rows = "".join(f"missing{i}.wav,x\n" for i in range(25))
+    exp = experiment(tmp_path, "file,label\n" + rows)
+    message, report = failing(tmp_path, exp)
+    assert "25 problem(s)" in message and "... and 15 more" in message
+    assert message.count("file not found") == validation.MAX_LISTED
+    assert len(report["frames"]["train"]["problems"]) == 25
+
+
+def test_fold_column_must_hold_whole_numbers(tmp_path, audio):
+    exp = experiment(
+        tmp_path, "file,label,fold\na.wav,x,0\nb.wav,y,1.5\nc.wav,z,\nd.wav,z,one\n", fold_column="fold"
+    )
+    message, report = failing(tmp_path, exp)
+    assert "train.csv:row 2: column 'fold': '1.5' is not a whole fold number" in message
+    assert "train.csv:row 3: column 'fold': empty cell" in message
+    assert "train.csv:row 4: column 'fold': 'one' is not a number" in message
