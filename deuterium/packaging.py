@@ -46,8 +46,8 @@ def save_model(model_dir: Path) -> bentoml.Model:
     files = [model_dir / f for f in MODEL_FILES if (model_dir / f).is_file()]
     pre = Preprocessing.read(model_dir / paths.PREPROCESSING_FILE)
     name, digest = store_name(pre.experiment_name), _digest(files)
-    for existing in bentoml.models.list(name):
-        if existing.info.metadata.get("sha256") == digest:
+    for existing in bentoml.models.list():  # list(name) raises when there is none yet
+        if existing.tag.name == name and existing.info.metadata.get("sha256") == digest:
             log.info("model %s already holds these files", existing.tag)
             return existing
     parity_file = model_dir / paths.PARITY_FILE
@@ -65,6 +65,7 @@ def save_model(model_dir: Path) -> bentoml.Model:
     with bentoml.models.create(name, labels=labels, metadata=metadata) as model:
         for f in files:
             shutil.copyfile(f, Path(model.path) / f.name)
+    model = bentoml.models.get(model.tag)  # the stored entry, not the folder it was written in
     log.info("model %s stored in %s", model.tag, model.path)
     return model
 

@@ -1,8 +1,11 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
-# Telemetry off and project-local homes, before any of these libraries is imported.
+# Telemetry off, nothing from a hub, and throwaway homes for the BentoML store and Prefect,
+# before any of these libraries is imported (subprocesses inherit them).
+_homes = Path(tempfile.mkdtemp(prefix="deuterium-tests-"))
 os.environ.update(
     DO_NOT_TRACK="1",
     BENTOML_DO_NOT_TRACK="true",
@@ -10,4 +13,13 @@ os.environ.update(
     PREFECT_SERVER_ANALYTICS_ENABLED="false",
     HF_HUB_OFFLINE="1",
 )
+os.environ["BENTOML_HOME"] = str(_homes / "bentoml")
+os.environ["PREFECT_HOME"] = str(_homes / "prefect")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def bentoml_home() -> Path:
+    return Path(os.environ["BENTOML_HOME"])

@@ -1,0 +1,37 @@
+# The two commands of the README:  make repro  (install, then run the pipeline)  and  make test.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+export DO_NOT_TRACK := 1
+export BENTOML_DO_NOT_TRACK := true
+export GX_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install repro test lint serve clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $@
+
+repro: install
+	$(BIN)/dvc repro
+	@echo
+	@echo "metrics:      metrics.json  (dvc metrics show; dvc plots show)"
+	@echo "ONNX model:   artifacts/export/model.onnx  (+ preprocessing.json, parity.json)"
+	@echo "bento:        $$(cat artifacts/package/bento.txt)  (bentoml serve $$(cat artifacts/package/bento.txt))"
+	@$(BIN)/dvc metrics show
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+serve: install
+	$(BIN)/bentoml serve $$(cat artifacts/package/bento.txt) --host 127.0.0.1 --port 3000

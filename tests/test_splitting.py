@@ -1,0 +1,62 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from deuterium import config, splitting
+from deuterium.errors import DataError
+from projects import merge, tiny_params
+
+
+def frame(n=60) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"file": [f"{i}.wav" for i in range(n)], "digit": np.arange(n) % 10, "speaker": [f"s{i % 6}" for i in range(n)]}
+    )
+
+
+def dataset(**kw):
+    return config.parse(merge(tiny_params(), {"dataset": kw})).dataset
+
+
+def test_grouped_k_fold_keeps_groups_together():
+    folds = splitting.assign_folds(frame(), dataset(number_of_folds=3), seed=1)
+    assert sorted(folds.fold.unique()) == [0, 1, 2]
+    assert folds.groupby("speaker").fold.nunique().max() == 1
+
+
+def test_k_fold_random_and_from_a_fold_column():
+    ds = dataset(validation_strategy="k_fold", group_column=None, number_of_folds=4)
+    folds = splitting.assign_folds(frame(), ds, seed=1)
+    assert folds.fold.value_counts().sort_index().tolist() == [15, 15, 15, 15]
+    given = frame().assign(my_fold=lambda f: (np.arange(len(f)) % 2) * 10)
+    ds = dataset(validation_strategy="k_fold", group_column=None, number_of_folds=2, fold_column="my_fold")
+    folds = splitting.assign_folds(given, ds, seed=1)
+    assert (folds.fold == (np.arange(60) % 2)).all()
+
+
+def test_fold_column_with_text_names_the_row():
+    given = frame().assign(my_fold=["x"] + [0] * 59)
+    ds = dataset(validation_strategy="k_fold", group_column=None, number_of_folds=2, fold_column="my_fold")
+    with pytest.raises(DataError, match="row 1.*my_fold"):
+        splitting.assign_folds(given, ds, seed=1)
+
+
+def test_automatic_holdout_and_custom_holdout(tmp_path):
+    folds = splitting.assign_folds(frame(), dataset(validation_strategy="automatic_holdout", validation_size=0.25), 1)
+    assert (folds.fold == 0).sum() == 15 and (folds.fold == -1).sum() == 45
+    valid = tmp_path / "valid.csv"
+    frame(12).to_csv(valid, index=False)
+    ds = dataset(validation_strategy="custom_holdout", validation_dataframe=str(valid))
+    folds = splitting.assign_folds(frame(), ds, 1)
+    assert (folds.fold == 0).sum() == 12 and (folds.fold == -1).sum() == 60
+    assert folds.row_id.is_unique
+
+
+def test_too_few_groups_for_the_folds():
+    with pytest.raises(DataError, match="6 groups"):
+        splitting.assign_folds(frame(), dataset(number_of_folds=7), 1)
+
+
+def test_data_sample_keeps_a_fraction_of_every_fold():
+    folds = splitting.assign_folds(frame(600), dataset(number_of_folds=3, data_sample=0.1), 1)
+    assert len(folds) == 60
+    assert sorted(folds.fold.unique()) == [0, 1, 2]
