@@ -1,0 +1,1 @@
+"""Serving: the BentoML service (`serving.service`) and the standalone batch scorer (`serving.score`)."""

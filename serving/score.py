@@ -1,0 +1,157 @@
+"""Score audio files with an exported model folder, without a service.
+
+    python -m serving.score MODEL_DIR INPUT... [--out predictions.csv]
+
+Each INPUT is an audio file, a folder (searched for audio files, recursively) or a CSV whose `--column`
+names audio files relative to the CSV's folder (or `--data-folder`). One row per scored file goes to the
+output CSV; a file that cannot be scored is reported on its own line, and the exit status is 1 if any
+failed, after the others are written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.progress import track
+
+from deuterium import assets, cli
+from deuterium import io as dio
+from deuterium.errors import DataError, DeuteriumError
+from deuterium.scoring import Scorer
+
+log = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64"}
+GROUP = 32  # files decoded and scored together
+
+
+@dataclass(frozen=True)
+class Item:
+    name: str  # as the user gave it: the argument, the path found in a folder, the CSV cell
+    path: Path | None
+    error: str | None = None
+
+
+def collect(inputs: list[Path], column: str = "audio", data_folder: Path | None = None) -> list[Item]:
+    items: list[Item] = []
+    for given in inputs:
+        if given.is_dir():
+            found = sorted(p for p in given.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                raise DataError(
+                    f"{given}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in this folder"
+                )
+            items += [Item(str(p), p) for p in found]
+        elif given.suffix.lower() == ".csv":
+            items += _from_csv(given, column, data_folder or given.parent)
+        else:
+            items.append(Item(str(given), given))
+    return items
+
+
+def _from_csv(path: Path, column: str, folder: Path) -> list[Item]:
+    if not path.is_file():
+        raise DataError(f"{path}: no such CSV file")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if column not in (reader.fieldnames or []):
+            raise DataError(
+                f"{path}: no column {column!r} (columns: {', '.join(reader.fieldnames or [])}); choose one with --column"
+            )
+        names = [row[column] for row in reader]
+    items = []
+    for row, name in enumerate(names, start=2):  # row 1 is the header
+        try:
+            items.append(Item(name, assets.resolve(folder, name)))
+        except DataError as err:
+            items.append(Item(f"{path}:{row}", None, f"{path}:{row}: {err}"))
+    return items
+
+
+def _row(name: str, prediction: dict) -> dict:
+    if "probabilities" in prediction:
+        probs = {f"prob_{label}": p for label, p in prediction["probabilities"].items()}
+        return {"file": name, "label": prediction["label"], **probs}
+    return {"file": name, **prediction["predictions"]}
+
+
+def score(scorer: Scorer, items: list[Item]) -> tuple[list[dict], list[str]]:
+    """Prediction rows for the files that load, and one message per file that does not."""
+    rows: list[dict] = []
+    failures: list[str] = []
+    groups = [items[i : i + GROUP] for i in range(0, len(items), GROUP)]
+    for group in track(groups, description="scoring", disable=not sys.stderr.isatty()):
+        names, waves = [], []
+        for item in group:
+            if item.error is not None or not item.path.is_file():
+                failures.append(item.error or f"{item.name}: no such file")
+                continue
+            try:
+                waves.append(scorer.load(item.path, item.name))
+                names.append(item.name)
+            except DeuteriumError as err:
+                failures.append(str(err))
+        rows += [_row(n, p) for n, p in zip(names, scorer.predict(waves), strict=True)]
+    return rows, failures
+
+
+def write_csv(rows: list[dict], columns: list[str], out: Path) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    dio.write_text(buffer.getvalue(), out)
+
+
+def main(
+    model_dir: Path,
+    inputs: list[Path],
+    out: Path = Path("predictions.csv"),
+    column: str = "audio",
+    data_folder: Path | None = None,
+    providers: list[str] | None = None,
+) -> int:
+    """Score every input into `out`; returns how many files failed."""
+    scorer = Scorer(model_dir, providers=providers)
+    items = collect(inputs, column, data_folder)
+    rows, failures = score(scorer, items)
+    pre = scorer.pre
+    outputs = (
+        ["label", *(f"prob_{label}" for label in pre.labels)] if pre.is_classification else pre.target_names
+    )
+    write_csv(rows, ["file", *outputs], out)
+    for message in failures:
+        log.error("failed: %s", message)
+    log.info("%d of %d files scored into %s; %d failed", len(rows), len(items), out, len(failures))
+    return len(failures)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("model_dir", type=Path, help="folder with model.onnx and preprocessing.json")
+    parser.add_argument(
+        "inputs", type=Path, nargs="+", help="audio files, folders of them, or CSVs naming them"
+    )
+    parser.add_argument("--out", type=Path, default=Path("predictions.csv"))
+    parser.add_argument("--column", default="audio", help="the CSV column with the file names")
+    parser.add_argument(
+        "--data-folder", type=Path, help="where a CSV's file names point (default: its folder)"
+    )
+    parser.add_argument(
+        "--providers",
+        default="CUDAExecutionProvider,CPUExecutionProvider",
+        help="onnxruntime execution providers, in order of preference",
+    )
+    args = parser.parse_args()
+    failed = cli.run(
+        main, args.model_dir, args.inputs, args.out, args.column, args.data_folder, args.providers.split(",")
+    )
+    sys.exit(1 if failed else 0)

@@ -1,0 +1,438 @@
+"""The BentoML service: audio in, prediction out, from the ONNX model and preprocessing.json in the model store.
+
+Two services make one bento (BentoML's model composition):
+- `AudioService`, the HTTP API, checks each request, decodes every upload or waveform to a mono float32
+  array at the model's rate (`deuterium.audio_io`, the loader training uses) and hands the arrays on;
+- `AudioModel` holds the one onnxruntime `Scorer` behind a batchable API, so requests that arrive together
+  are scored as one batch. Batching decoded arrays, not files, sidesteps BentoML's unreliable batching
+  over file inputs (bentoml/BentoML#4670, #5168).
+
+The model: bento argument `model_tag` (`bentoml serve ... --arg model_tag=NAME:VERSION`; stages/package
+builds the bento with it), else $DEUTERIUM_MODEL_TAG, else "experiment:latest". Declared with
+`BentoModel`, it is packed into the bento and looked up only when a worker starts: importing this module
+needs no model in the store.
+
+Limits, each answered with a 4xx and `{"error": "..."}`: $DEUTERIUM_MAX_UPLOAD_BYTES per request body
+(default 32 MiB), $DEUTERIUM_MAX_BATCH_FILES per /predict_batch (default 32), preprocessing.json's
+max_seconds per clip. $DEUTERIUM_PROVIDERS lists onnxruntime providers in order of preference.
+"""
+
+import asyncio
+import base64
+import binascii
+import importlib.metadata
+import json
+import logging
+import os
+import secrets
+from http import HTTPStatus
+from pathlib import Path
+from typing import Annotated, NotRequired
+
+import bentoml
+import numpy as np
+from bentoml.exceptions import BentoMLException
+from pydantic import BaseModel, Field
+from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import MultiPartParser
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
+
+from deuterium import paths
+from deuterium.errors import AudioError
+
+with bentoml.importing():
+    from deuterium import audio_io
+    from deuterium.scoring import Preprocessing, Scorer
+
+log = logging.getLogger("bentoml.deuterium")
+os.environ.setdefault("DO_NOT_TRACK", "1")  # no usage reports, whoever starts the service
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"${name} must be a positive whole number, got {value!r}")
+    return int(value)
+
+
+class Arguments(BaseModel):
+    model_tag: str = os.environ.get("DEUTERIUM_MODEL_TAG") or "experiment:latest"
+
+
+ARGS = bentoml.use_arguments(Arguments)
+MODEL = bentoml.models.BentoModel(ARGS.model_tag)
+PROVIDERS = os.environ.get("DEUTERIUM_PROVIDERS", "CUDAExecutionProvider,CPUExecutionProvider").split(",")
+MAX_UPLOAD_BYTES = _env_int("DEUTERIUM_MAX_UPLOAD_BYTES", 32 * 1024 * 1024)
+MAX_BATCH_FILES = _env_int("DEUTERIUM_MAX_BATCH_FILES", 32)
+MAX_SAMPLE_RATE = 384_000
+UPLOADS = {
+    "/predict": ("audio", 1),
+    "/predict_batch": ("audios", MAX_BATCH_FILES),
+}  # route: (field, most files)
+
+
+def _pinned(*names: str) -> list[str]:
+    """Requirements pinned to the versions this bento is built with (those the export parity check used)."""
+    pins = []
+    for name in names:
+        try:
+            pins.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+# onnxruntime-gpu runs on CPU too, falling back when CUDA is missing; the bento is one image for both.
+IMAGE = bentoml.images.Image(python_version="3.11", lock_python_packages=False).python_packages(
+    *_pinned("onnxruntime-gpu", "numpy", "scipy", "soundfile", "pydantic")
+)
+
+
+class RequestError(BentoMLException):
+    """A request the service cannot answer; BentoML turns it into this status and `{"error": message}`."""
+
+    error_code = HTTPStatus.BAD_REQUEST
+
+
+class TooLarge(RequestError):
+    error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class WrongMediaType(RequestError):
+    error_code = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+
+
+class ClipPrediction(TypedDict):
+    label: NotRequired[str]  # classification: the most probable class
+    probabilities: NotRequired[dict[str, float]]  # classification: every class
+    predictions: NotRequired[dict[str, float]]  # regression: one value per target
+
+
+class Prediction(ClipPrediction):
+    model: str
+    version: str
+
+
+class BatchPrediction(TypedDict):
+    model: str
+    version: str
+    results: list[ClipPrediction]  # in the order the files were sent
+
+
+class Health(TypedDict):
+    status: str
+    model: str
+    version: str
+    problem_type: str
+    providers: list[str]
+    sample_rate: int
+    max_seconds: float
+    max_upload_bytes: int
+    max_batch_files: int
+    labels: list[str]
+    target_names: list[str]
+
+
+@bentoml.service(name="AudioModel", workers=1, traffic={"timeout": 300})
+class AudioModel:
+    """The ONNX model behind one batchable API: mono arrays at the model's rate in, one prediction each out."""
+
+    model = MODEL
+
+    def __init__(self) -> None:
+        self.scorer = Scorer(self.model.path, providers=PROVIDERS)
+        log.info("model %s: onnxruntime providers %s", self.model.tag, self.scorer.providers)
+
+    @bentoml.api(batchable=True, max_batch_size=32, max_latency_ms=60_000)
+    def score(self, waves: list[np.ndarray]) -> list[ClipPrediction]:
+        return self.scorer.predict(waves)
+
+    @bentoml.api
+    def providers(self) -> list[str]:
+        return self.scorer.providers
+
+
+@bentoml.service(name="AudioService", image=IMAGE, traffic={"timeout": 300})
+class AudioService:
+    """Audio classification or regression with a deuterium model: upload files or send samples as JSON."""
+
+    model = MODEL
+    model_service = bentoml.depends(AudioModel)
+
+    def __init__(self) -> None:
+        self.pre = Preprocessing.read(Path(self.model.path) / paths.PREPROCESSING_FILE)
+        self.identity = {"model": self.model.tag.name, "version": self.model.tag.version}
+
+    def _decode(self, data: bytes, name: str) -> np.ndarray:
+        if not data:
+            raise RequestError(f"{name}: the file is empty")
+        try:
+            return audio_io.load(data, self.pre.sample_rate, name=name, max_seconds=self.pre.max_seconds)
+        except AudioError as err:
+            raise RequestError(str(err)) from None
+
+    def _decode_file(self, path: Path, name: str) -> np.ndarray:
+        return self._decode(path.read_bytes(), name)
+
+    def _from_json(
+        self,
+        waveform: list[float] | None,
+        waveform_base64: str | None,
+        sample_rate: int | None,
+        audio_base64: str | None,
+    ) -> np.ndarray:
+        given = {"waveform": waveform, "waveform_base64": waveform_base64, "audio_base64": audio_base64}
+        sent = [name for name, value in given.items() if value is not None]
+        if len(sent) != 1:
+            raise RequestError(f"send exactly one of {', '.join(map(repr, given))}, not {len(sent)}")
+        name = sent[0]
+        if audio_base64 is not None:
+            return self._decode(_b64(name, audio_base64), name)
+        if sample_rate is None:
+            raise RequestError(f"'sample_rate' is required with '{name}': the rate the samples were taken at")
+        if waveform_base64 is not None:
+            data = _b64(name, waveform_base64)
+            if len(data) % 4:
+                raise RequestError(f"{name}: {len(data)} bytes is not a whole number of float32 samples")
+            samples = np.frombuffer(data, dtype="<f4").astype(np.float32)
+        else:
+            samples = np.asarray(waveform, dtype=np.float32)
+        if samples.size == 0:
+            raise RequestError(f"{name}: no samples")
+        if samples.size / sample_rate > self.pre.max_seconds:
+            seconds = samples.size / sample_rate
+            raise RequestError(
+                f"{name}: {seconds:.1f} s is longer than the limit of {self.pre.max_seconds:g} s"
+            )
+        if not np.all(np.isfinite(samples)):
+            raise RequestError(f"{name}: NaN or infinite samples")
+        return audio_io.resample(samples, sample_rate, self.pre.sample_rate)
+
+    async def _score(self, waves: list[np.ndarray]) -> list[ClipPrediction]:
+        return await self.model_service.to_async.score(waves)
+
+    @bentoml.api
+    async def predict(self, audio: Path) -> Prediction:
+        """One audio file in multipart field `audio`: WAV, FLAC, OGG, MP3 (any libsndfile format),
+        any sample rate, channels mixed down to mono."""
+        wave = await asyncio.to_thread(self._decode_file, audio, "audio")
+        [result] = await self._score([wave])
+        return {**self.identity, **result}
+
+    @bentoml.api
+    async def predict_batch(self, audios: list[Path]) -> BatchPrediction:
+        """Several audio files, each in multipart field `audios`; results come back in the same order."""
+        jobs = [asyncio.to_thread(self._decode_file, path, f"audios[{i}]") for i, path in enumerate(audios)]
+        decoded = await asyncio.gather(*jobs, return_exceptions=True)
+        for d in decoded:
+            if isinstance(d, BaseException) and not isinstance(d, RequestError):
+                raise d  # a bug here, not a bad file
+        errors = [str(d) for d in decoded if isinstance(d, RequestError)]
+        if errors:  # every bad file named at once, so the client can fix them in one go
+            raise RequestError("; ".join(errors))
+        return {**self.identity, "results": await self._score(list(decoded))}
+
+    @bentoml.api
+    async def predict_waveform(
+        self,
+        waveform: list[float] | None = None,
+        waveform_base64: str | None = None,
+        sample_rate: Annotated[int, Field(ge=1, le=MAX_SAMPLE_RATE)] | None = None,
+        audio_base64: str | None = None,
+    ) -> Prediction:
+        """Audio as JSON, one of: `waveform`, mono samples as a list of floats, or `waveform_base64`, the
+        same as base64 of float32 little-endian, each with its `sample_rate`; or `audio_base64`, a whole
+        audio file (any format /predict takes) in base64."""
+        wave = await asyncio.to_thread(self._from_json, waveform, waveform_base64, sample_rate, audio_base64)
+        [result] = await self._score([wave])
+        return {**self.identity, **result}
+
+    @bentoml.api
+    async def health(self) -> Health:
+        """The model this service runs, where onnxruntime runs it, and the limits on requests."""
+        return {
+            "status": "ok",
+            **self.identity,
+            "problem_type": self.pre.problem_type,
+            "providers": await self.model_service.to_async.providers(),
+            "sample_rate": self.pre.sample_rate,
+            "max_seconds": self.pre.max_seconds,
+            "max_upload_bytes": MAX_UPLOAD_BYTES,
+            "max_batch_files": MAX_BATCH_FILES,
+            "labels": self.pre.labels,
+            "target_names": self.pre.target_names,
+        }
+
+
+def _b64(field: str, text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(f"{field}: not valid base64") from None
+
+
+class _Disconnected(Exception):
+    pass
+
+
+class RequestGuard:
+    """ASGI middleware in front of the API: bounds every body, and lets only well-formed input reach BentoML.
+
+    BentoML 1.4 answers 500 to a malformed multipart body, to text in a file field (it fetches it as a
+    URL) and to an over-long file name, and it trusts the client's file name and part content type
+    (#5006, #5532). So each POST body is read here up to the size limit; an upload is parsed, checked and
+    rebuilt with a fixed file name and type; the other endpoints take JSON only. Every 4xx answer has the
+    body `{"error": "what was wrong"}` (pydantic's validation errors add "detail").
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        try:
+            body = await self._read(headers, receive)
+            upload = UPLOADS.get(scope["path"])
+            if upload is not None:
+                body, content_type = await _rebuild_upload(headers, body, *upload)
+            elif _media_type(headers) in ("", "application/json"):
+                content_type = "application/json"
+            else:
+                raise WrongMediaType("send a JSON body (Content-Type: application/json)")
+        except _Disconnected:
+            return
+        except RequestError as err:
+            await JSONResponse({"error": err.message}, status_code=err.error_code)(scope, receive, send)
+            return
+        kept = [
+            (k, v)
+            for k, v in scope["headers"]
+            if k not in (b"content-length", b"content-type", b"transfer-encoding")
+        ]
+        kept += [
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", content_type.encode("latin-1")),
+        ]
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app({**scope, "headers": kept}, replay, _ErrorBody(send))
+
+    async def _read(self, headers: Headers, receive: Receive) -> bytes:
+        too_large = TooLarge(f"the request body is larger than the limit of {self.max_bytes} bytes")
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._drain(receive)
+            raise too_large
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                await self._drain(receive)
+                raise too_large
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _drain(self, receive: Receive) -> None:
+        """Read what the client still sends (up to a bound), so it gets the answer, not a reset connection."""
+        left = 4 * self.max_bytes
+        while left > 0:
+            message = await receive()
+            left -= len(message.get("body", b""))
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                return
+
+
+class _ErrorBody:
+    """Sends BentoML's 4xx bodies as `{"error": ...}`: it wraps them in a one-item list, unlike its 5xx ones."""
+
+    def __init__(self, send: Send) -> None:
+        self.send, self.start, self.chunks = send, None, []
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
+            self.start = message
+            return
+        if self.start is None or message["type"] != "http.response.body":
+            await self.send(message)
+            return
+        self.chunks.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        body = b"".join(self.chunks)
+        try:
+            parsed = json.loads(body)
+            if isinstance(parsed, list) and len(parsed) == 1 and isinstance(parsed[0], dict):
+                body = json.dumps(parsed[0]).encode()
+        except ValueError:
+            pass
+        headers = [(k, v) for k, v in self.start["headers"] if k != b"content-length"]
+        await self.send({**self.start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _media_type(headers: Headers) -> str:
+    return headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def _rebuild_upload(headers: Headers, body: bytes, field: str, most: int) -> tuple[bytes, str]:
+    """The files of multipart field `field`, re-encoded with a fixed name and type; RequestError otherwise."""
+    example = f"curl -F {field}=@clip.wav"
+    if _media_type(headers) != "multipart/form-data":
+        raise WrongMediaType(f"send the audio as multipart/form-data, field '{field}' ({example})")
+
+    async def stream():
+        yield body
+
+    try:
+        form = await MultiPartParser(headers, stream(), max_files=most + 100, max_fields=100).parse()
+    except Exception as err:  # python-multipart and starlette raise several types for a broken body
+        raise RequestError(
+            f"the multipart body cannot be read ({getattr(err, 'message', None) or err})"
+        ) from None
+    try:
+        files, others = [], []
+        for name, value in form.multi_items():
+            if name != field:
+                others.append(name[:40])
+            elif isinstance(value, UploadFile):
+                files.append(await value.read())
+            else:
+                raise RequestError(f"field '{field}' must be a file part, not text ({example})")
+    finally:
+        await form.close()
+    if not files:
+        got = f"; got field(s) {', '.join(repr(o) for o in others[:5])}" if others else ""
+        raise RequestError(f"no file in multipart field '{field}' ({example}){got}")
+    if len(files) > most:
+        hint = "; use /predict_batch for several" if most == 1 else ""
+        raise RequestError(f"{len(files)} files in '{field}', at most {most} per request{hint}")
+    boundary = secrets.token_hex(16)
+    while any(boundary.encode() in f for f in files):
+        boundary = secrets.token_hex(16)
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="upload"\r\n'
+    head += "Content-Type: application/octet-stream\r\n\r\n"
+    parts = b"".join(head.encode() + f + b"\r\n" for f in files)
+    return parts + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+AudioService.add_asgi_middleware(RequestGuard, max_bytes=MAX_UPLOAD_BYTES)

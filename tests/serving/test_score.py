@@ -1,0 +1,90 @@
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from serving_support import ROOT, bentoml_env, write_audio
+
+from deuterium.errors import DataError
+from deuterium.scoring import Scorer
+from serving import score
+
+
+@pytest.fixture()
+def inputs(tmp_path: Path) -> Path:
+    (tmp_path / "clips" / "sub").mkdir(parents=True)
+    write_audio(tmp_path / "clips" / "a.wav", 2.0, 8000)
+    write_audio(tmp_path / "clips" / "sub" / "b.flac", 1.0, 44100, 2, "FLAC", "PCM_24", seed=3)
+    (tmp_path / "clips" / "broken.ogg").write_bytes(b"OggS" + b"\0" * 100)
+    (tmp_path / "clips" / "readme.txt").write_text("not audio, and not picked up from a folder")
+    (tmp_path / "list.csv").write_text(
+        "audio,note\nclips/a.wav,ok\nclips/gone.wav,missing\n../outside.wav,escapes\n"
+    )
+    return tmp_path
+
+
+def _read(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_cli_scores_the_good_files_and_names_the_bad_ones(model_dir, inputs):
+    out = inputs / "predictions.csv"
+    args = [
+        str(model_dir),
+        "clips",
+        "list.csv",
+        "nothere.mp3",
+        "--out",
+        str(out),
+        "--providers",
+        "CPUExecutionProvider",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "serving.score", *args],
+        cwd=inputs,
+        env=bentoml_env(inputs),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    for bad in ("clips/broken.ogg", "clips/gone.wav", "list.csv:4", "nothere.mp3"):
+        assert f"failed: {bad}" in done.stderr
+    rows = _read(out)
+    assert [r["file"] for r in rows] == ["clips/a.wav", "clips/sub/b.flac", "clips/a.wav"]
+    scorer = Scorer(model_dir, providers=["CPUExecutionProvider"])
+    for row in rows:
+        [want] = scorer.predict([scorer.load(inputs / row["file"])])
+        assert row["label"] == want["label"]
+        for label, p in want["probabilities"].items():
+            assert float(row[f"prob_{label}"]) == pytest.approx(p, abs=1e-6)
+
+
+def test_all_good_files_exit_zero(model_dir, inputs):
+    out = inputs / "p.csv"
+    done = subprocess.run(
+        [sys.executable, "-m", "serving.score", str(model_dir), "clips/a.wav", "--out", str(out)],
+        cwd=inputs,
+        env=bentoml_env(inputs),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(_read(out)) == 1
+
+
+def test_a_csv_without_the_column_is_one_clear_error(model_dir, inputs):
+    with pytest.raises(DataError, match="no column 'path'.*--column"):
+        score.main(model_dir, [inputs / "list.csv"], inputs / "p.csv", column="path")
+
+
+def test_a_missing_model_folder_is_one_clear_error(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "serving.score", str(tmp_path / "none"), "x.wav"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ") and "preprocessing.json" in done.stderr

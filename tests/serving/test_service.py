@@ -1,0 +1,361 @@
+"""The real service: package -> export -> import into a fresh BENTOML_HOME -> `bentoml serve` (production mode)."""
+
+import base64
+import concurrent.futures
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import soundfile as sf
+from serving_support import PREPROCESSING, bentoml_env, package, run, tone, write_audio
+
+from deuterium import audio_io
+from deuterium.scoring import Scorer
+
+pytestmark = pytest.mark.e2e
+
+MAX_UPLOAD = 2_000_000
+MAX_FILES = 4
+HAS_MP3 = "MP3" in sf.available_formats()  # libsndfile >= 1.1 writes MP3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("service")
+    tag = package(model_dir, tmp / "package", tmp / "build_home")
+    # Serve from a bento exported and imported into an empty home: the model must travel inside it.
+    run(
+        [sys.executable, "-m", "bentoml", "export", tag, str(tmp / "model.bento")],
+        bentoml_env(tmp / "build_home"),
+    )
+    home = tmp / "serve_home"
+    run([sys.executable, "-m", "bentoml", "import", str(tmp / "model.bento")], bentoml_env(home))
+    port = _free_port()
+    env = bentoml_env(
+        home,
+        DEUTERIUM_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
+        DEUTERIUM_MAX_BATCH_FILES=str(MAX_FILES),
+        DEUTERIUM_PROVIDERS="CPUExecutionProvider",
+    )
+    env.pop("PYTHONPATH")  # the bento runs from its own copy of the code
+    log = (tmp / "serve.log").open("w")
+    cmd = [sys.executable, "-m", "bentoml", "serve", tag, "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:  # not listening yet, or busy starting
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"bentoml serve did not get ready:\n{(tmp / 'serve.log').read_text()[-4000:]}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+        # no request may have made a 5xx
+        assert " (status=5" not in (tmp / "serve.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def scorer(model_dir: Path) -> Scorer:
+    return Scorer(model_dir, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("clips")
+    made = {
+        "wav_8k_mono_16bit": write_audio(folder / "a.wav", 2.0, 8000),
+        "flac_44k_stereo_24bit": write_audio(folder / "b.flac", 3.0, 44100, 2, "FLAC", "PCM_24", seed=1),
+        "ogg_vorbis": write_audio(folder / "c.ogg", 1.5, 22050, 1, "OGG", "VORBIS", freq=900),
+        "wav_48k_8bit": write_audio(folder / "d.wav", 0.5, 48000, 1, "WAV", "PCM_U8", freq=3000),
+        "too_long": write_audio(folder / "long.wav", PREPROCESSING["max_seconds"] + 1, 8000),
+    }
+    if HAS_MP3:
+        made["mp3"] = write_audio(folder / "e.mp3", 2.0, 44100, 2, "MP3", "MPEG_LAYER_III", freq=300)
+    return made
+
+
+def _expected(scorer: Scorer, path: Path) -> dict:
+    return scorer.predict([scorer.load(path, path.name)])[0]
+
+
+def _assert_same(got: dict, want: dict) -> None:
+    assert got["label"] == want["label"]
+    assert got["probabilities"].keys() == want["probabilities"].keys()
+    for label, p in want["probabilities"].items():
+        assert got["probabilities"][label] == pytest.approx(p, abs=1e-6)
+
+
+def _post_file(url: str, path: Path, name: str | None = None, content_type: str | None = None):
+    part = (name or path.name, path.read_bytes()) + ((content_type,) if content_type else ())
+    return requests.post(f"{url}/predict", files={"audio": part}, timeout=60)
+
+
+CONTENT_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "mp3": "audio/mpeg"}
+
+
+@pytest.mark.parametrize("with_type", [True, False], ids=["part-type", "no-part-type"])
+@pytest.mark.parametrize(
+    "kind", ["wav_8k_mono_16bit", "flac_44k_stereo_24bit", "ogg_vorbis", "wav_48k_8bit", "mp3"]
+)
+def test_predict_matches_the_standalone_scorer(server, scorer, clips, kind, with_type):
+    if kind not in clips:
+        pytest.skip("this libsndfile cannot write MP3")
+    path = clips[kind]
+    r = _post_file(server, path, content_type=CONTENT_TYPES[path.suffix[1:]] if with_type else None)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "tiny_test.model" and body["version"]
+    _assert_same(body, _expected(scorer, path))
+
+
+@pytest.mark.parametrize(
+    "name", ["../../etc/passwd", "a/b/../c.wav", "/abs/path.wav", "x" * 300 + ".wav", 'q"\\;.wav']
+)
+def test_the_client_file_name_is_never_used(server, scorer, clips, name):
+    path = clips["wav_8k_mono_16bit"]
+    r = _post_file(server, path, name=name)
+    assert r.status_code == 200, r.text
+    _assert_same(r.json(), _expected(scorer, path))
+
+
+def test_predict_batch_answers_in_order(server, scorer, clips):
+    paths = [clips["ogg_vorbis"], clips["wav_8k_mono_16bit"], clips["flac_44k_stereo_24bit"]]
+    files = [("audios", (p.name, p.read_bytes())) for p in paths]
+    r = requests.post(f"{server}/predict_batch", files=files, timeout=60)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert len(results) == len(paths)
+    for got, path in zip(results, paths, strict=True):
+        _assert_same(got, _expected(scorer, path))
+
+
+def test_predict_waveform_takes_floats_base64_or_a_file(server, scorer, clips):
+    samples = tone(1.5, 16000, freq=700)[:, 0]
+    want = scorer.predict([audio_io.resample(samples, 16000, 8000)])[0]
+    as_list = {"waveform": samples.tolist(), "sample_rate": 16000}
+    as_b64 = {
+        "waveform_base64": base64.b64encode(samples.astype("<f4").tobytes()).decode(),
+        "sample_rate": 16000,
+    }
+    for payload in (as_list, as_b64):
+        r = requests.post(f"{server}/predict_waveform", json=payload, timeout=60)
+        assert r.status_code == 200, r.text
+        _assert_same(r.json(), want)
+    path = clips["flac_44k_stereo_24bit"]
+    r = requests.post(
+        f"{server}/predict_waveform", json={"audio_base64": base64.b64encode(path.read_bytes()).decode()}
+    )
+    assert r.status_code == 200, r.text
+    _assert_same(r.json(), _expected(scorer, path))
+
+
+def _bad_requests(clips: dict[str, Path]) -> dict[str, tuple[str, dict, int, str]]:
+    """name: (route, requests.post keyword arguments, expected status, words the error must contain)."""
+    wav = clips["wav_8k_mono_16bit"].read_bytes()
+    json_type = {"Content-Type": "application/json"}
+    return {
+        "non-audio file": (
+            "/predict",
+            {"files": {"audio": ("notes.txt", b"just text\n" * 50)}},
+            400,
+            "not a readable audio",
+        ),
+        "garbage named ../": (
+            "/predict",
+            {"files": {"audio": ("../../x.wav", b"\xff\xfb" + b"\0" * 900)}},
+            400,
+            "not a readable audio",
+        ),
+        "empty file": ("/predict", {"files": {"audio": ("a.wav", b"")}}, 400, "empty"),
+        "empty body": ("/predict", {"data": b""}, 415, "multipart/form-data"),
+        "empty multipart": (
+            "/predict",
+            {"data": b"", "headers": {"Content-Type": "multipart/form-data; boundary=x"}},
+            400,
+            "no file",
+        ),
+        "wrong field name": ("/predict", {"files": {"file": ("a.wav", wav)}}, 400, "'audio'"),
+        "text in the file field": (
+            "/predict",
+            {"files": {"audio": (None, "http://example.com/a.wav")}},
+            400,
+            "file part",
+        ),
+        "two files to /predict": (
+            "/predict",
+            {"files": [("audio", ("a.wav", wav)), ("audio", ("b.wav", wav))]},
+            400,
+            "predict_batch",
+        ),
+        "too many files": (
+            "/predict_batch",
+            {"files": [("audios", ("a.wav", wav))] * (MAX_FILES + 1)},
+            400,
+            f"at most {MAX_FILES}",
+        ),
+        "a bad file in a batch": (
+            "/predict_batch",
+            {"files": [("audios", ("a.wav", wav)), ("audios", ("b.wav", b"nope"))]},
+            400,
+            "audios[1]",
+        ),
+        "too long clip": (
+            "/predict",
+            {"files": {"audio": ("long.wav", clips["too_long"].read_bytes())}},
+            400,
+            "longer than the limit",
+        ),
+        "oversized upload": (
+            "/predict",
+            {"files": {"audio": ("big.wav", b"\0" * (MAX_UPLOAD + 1))}},
+            413,
+            "larger than the limit",
+        ),
+        "malformed multipart": (
+            "/predict",
+            {
+                "data": b"--x\r\nContent-Disposition: form-data\r\n\r\nabc",
+                "headers": {"Content-Type": "multipart/form-data; boundary=x"},
+            },
+            400,
+            "cannot be read",
+        ),
+        "JSON to /predict": ("/predict", {"json": {"audio": "a.wav"}}, 415, "multipart/form-data"),
+        "multipart to /predict_waveform": (
+            "/predict_waveform",
+            {"files": {"waveform": ("w", b"1")}},
+            415,
+            "JSON",
+        ),
+        "no waveform": ("/predict_waveform", {"json": {}}, 400, "exactly one"),
+        "no sample_rate": ("/predict_waveform", {"json": {"waveform": [0.1, 0.2]}}, 400, "sample_rate"),
+        "sample_rate 0": (
+            "/predict_waveform",
+            {"json": {"waveform": [0.1], "sample_rate": 0}},
+            400,
+            "validation error",
+        ),
+        "NaN samples": (
+            "/predict_waveform",
+            {"data": '{"waveform": [NaN, 1.0], "sample_rate": 8000}', "headers": json_type},
+            400,
+            "NaN",
+        ),
+        "bad base64": (
+            "/predict_waveform",
+            {"json": {"waveform_base64": "%%%", "sample_rate": 8000}},
+            400,
+            "base64",
+        ),
+        "base64 not float32": (
+            "/predict_waveform",
+            {"json": {"waveform_base64": "AAAA", "sample_rate": 8000}},
+            400,
+            "float32",
+        ),
+        "too long waveform": (
+            "/predict_waveform",
+            {"json": {"waveform": [0.0] * 8000 * 31, "sample_rate": 8000}},
+            400,
+            "longer than the limit",
+        ),
+        "not JSON": ("/predict_waveform", {"data": "{nope", "headers": json_type}, 400, "validation error"),
+        "strings as samples": (
+            "/predict_waveform",
+            {"json": {"waveform": ["a"], "sample_rate": 8000}},
+            400,
+            "validation error",
+        ),
+    }
+
+
+def test_bad_requests_get_a_clear_4xx(server, clips):
+    failures = []
+    for name, (route, kwargs, status, words) in _bad_requests(clips).items():
+        r = requests.post(f"{server}{route}", timeout=60, **kwargs)
+        error = (
+            r.json().get("error", "")
+            if r.headers.get("content-type", "").startswith("application/json")
+            else ""
+        )
+        if r.status_code != status or words not in error:
+            failures.append(f"{name}: {r.status_code} {r.text[:300]}")
+    assert not failures, "\n".join(failures)
+
+
+def test_health_and_probes(server):
+    assert requests.get(f"{server}/livez").status_code == 200
+    assert requests.get(f"{server}/readyz").status_code == 200
+    health = requests.post(f"{server}/health", timeout=30).json()
+    assert health["model"] == "tiny_test.model"
+    assert health["providers"] == ["CPUExecutionProvider"]
+    assert health["sample_rate"] == 8000 and health["labels"] == ["a", "b", "c"]
+    assert health["max_upload_bytes"] == MAX_UPLOAD and health["max_seconds"] == 30
+    routes = requests.get(f"{server}/docs.json").json()["paths"]
+    assert {"/predict", "/predict_batch", "/predict_waveform", "/health"} <= routes.keys()
+
+
+def _batch_histogram(url: str) -> tuple[float, float]:
+    """(requests, batches) the model service has scored so far, from BentoML's adaptive-batching metric."""
+    text = requests.get(f"{url}/metrics").text
+    total = re.findall(r'adaptive_batch_size_sum\{[^}]*method_name="score"[^}]*\} (\S+)', text)
+    count = re.findall(r'adaptive_batch_size_count\{[^}]*method_name="score"[^}]*\} (\S+)', text)
+    return sum(map(float, total)), sum(map(float, count))
+
+
+def test_concurrent_requests_form_batches_and_keep_their_order(server, scorer, tmp_path):
+    paths = [write_audio(tmp_path / f"{i}.wav", 1.0, 8000, freq=150 + 60 * i, seed=i) for i in range(16)]
+    for p in paths[:12]:  # BentoML's dispatcher scores its first requests one by one while it calibrates
+        assert _post_file(server, p).status_code == 200
+    before = _batch_histogram(server)
+    with concurrent.futures.ThreadPoolExecutor(len(paths)) as pool:
+        answers = list(pool.map(lambda p: _post_file(server, p), paths))
+    after = _batch_histogram(server)
+    for r, p in zip(answers, paths, strict=True):
+        assert r.status_code == 200, r.text
+        _assert_same(r.json(), _expected(scorer, p))
+    scored, batches = after[0] - before[0], after[1] - before[1]
+    assert scored == len(paths) and batches < scored, f"{scored} requests in {batches} batches"
+
+
+def test_importing_the_service_needs_no_model(tmp_path):
+    code = "import serving.service as s; print(s.MODEL.tag)"
+    done = run(
+        [sys.executable, "-c", code], bentoml_env(tmp_path / "empty_home", DEUTERIUM_MODEL_TAG="nothing:here")
+    )
+    assert done.stdout.strip() == "nothing:here"
+
+
+def test_wav_bytes_and_path_load_the_same(scorer, clips):
+    path = clips["flac_44k_stereo_24bit"]
+    from_bytes = audio_io.load(path.read_bytes(), 8000, max_seconds=30)
+    np.testing.assert_array_equal(from_bytes, scorer.load(path, "b.flac"))
+    assert json.loads(json.dumps(scorer.predict([from_bytes])))  # plain JSON types
