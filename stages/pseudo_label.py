@@ -11,7 +11,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deuterium import cli, config, fitting, inference, io, paths, problems, runtime, splitting
+from deuterium import (
+    audio_params,
+    cli,
+    config,
+    distributed,
+    fitting,
+    inference,
+    io,
+    paths,
+    problems,
+    runtime,
+    splitting,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +36,7 @@ def main(
     checkpoints: Path = paths.CHECKPOINTS,
 ) -> None:
     exp = config.load(params)
+    (checkpoints / "pseudo").mkdir(parents=True, exist_ok=True)  # a declared output, even when unused
     if exp.dataset.unlabeled_dataframe is None:
         tmp = out_dir.with_name(out_dir.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -32,21 +45,23 @@ def main(
         tmp.rename(out_dir)
         log.info("no unlabeled_dataframe: the first-round models pass through to %s", out_dir)
         return
-    problem = problems.get(exp.problem_type)
+    argv = ["--params", params, "--split", split_dir, "--train", train_dir, "--out", out_dir]
+    argv += ["--checkpoints", checkpoints]
+    if distributed.relaunch(exp.environment, "stages.pseudo_label", [str(a) for a in argv]):
+        return  # environment.number_of_gpus > 1: torchrun's processes did the work
+    problem = problems.of(exp)
     info = io.read_json(split_dir / paths.DATA_INFO_FILE)
+    exp = audio_params.resolve(exp, info)
     folds = io.read_frame(split_dir / paths.FOLDS_FILE)
     unlabeled = io.read_frame(exp.dataset.unlabeled_dataframe)
-    _, models = fitting.load_models(train_dir, problem, info)
+    model_exp, models = fitting.load_models(train_dir, problem, info)
     dev = runtime.device(exp.environment)
-    pseudo = inference.predict_files(
+    pseudo = inference.predict(
         fitting.to_device(models, dev),
         problem.activate,
         problem.files(unlabeled, exp),
-        exp.audio.sample_rate,
-        exp.inference_chunk_samples,
-        exp.inference_batch_size,
+        audio_params.of_models(exp, model_exp),
         dev,
-        exp.environment.mixed_precision_inference,
         "pseudo-labeling",
     )
     log.info("pseudo-labeled %d unlabeled clips", len(unlabeled))
