@@ -1,4 +1,4 @@
-"""Read audio from a path or bytes into mono float32 at a target rate.
+"""Read audio from a path or bytes into float32 at a target rate: mono, or a fixed number of channels.
 
 numpy + soundfile + scipy only (no torch): training, evaluation, the standalone scorer
 and the BentoML service all call this one loader, so they cannot drift apart.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -53,10 +54,25 @@ def info(source: Path | str | bytes, name: str | None = None) -> AudioInfo:
 
 
 def resample(wave: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
+    """Along the last axis (samples), so [channels, samples] works too."""
     if orig_rate == target_rate or wave.size == 0:
         return wave
     ratio = Fraction(target_rate, orig_rate).limit_denominator(1000)
-    return resample_poly(wave, ratio.numerator, ratio.denominator).astype(np.float32)
+    return resample_poly(wave, ratio.numerator, ratio.denominator, axis=-1).astype(np.float32)
+
+
+def fit_channels(wave: np.ndarray, channels: int) -> np.ndarray:
+    """[samples] or [channels_in, samples] -> [channels, samples] (H2O Hydrogen Torch's audio_channels rule).
+
+    One channel: the average of all. More: the first `channels`, zero channels added when there are fewer.
+    """
+    wave = wave[np.newaxis] if wave.ndim == 1 else wave
+    if channels == 1:
+        return wave.mean(axis=0, keepdims=True, dtype=np.float32)
+    out = np.zeros((channels, wave.shape[-1]), dtype=np.float32)
+    kept = min(channels, wave.shape[0])
+    out[:kept] = wave[:kept]
+    return out
 
 
 def load(
@@ -64,11 +80,13 @@ def load(
     sample_rate: int,
     name: str | None = None,
     max_seconds: float | None = None,
+    channels: int | None = None,
 ) -> np.ndarray:
-    """Mono float32 in [-1, 1] at `sample_rate`. Raises AudioError naming `name` on anything unusable.
+    """Float32 in [-1, 1] at `sample_rate`. Raises AudioError naming `name` on anything unusable.
 
-    Decodes block by block, mixing down as it goes, so memory stays at one mono clip whatever the
-    channel count, and stops past `max_seconds` even when the header understates the length.
+    `channels` None: mono [samples]. A number: [channels, samples] by `fit_channels` (1 = the average).
+    Decodes block by block, keeping only the channels asked for, so memory stays at that many channels
+    whatever the file has, and stops past `max_seconds` even when the header understates the length.
     """
     name = name or (str(source) if not isinstance(source, (bytes, bytearray)) else "upload")
     with _open(source, name) as f:
@@ -81,7 +99,10 @@ def load(
         pieces, total = [], 0
         try:
             for block in f.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
-                pieces.append(block.mean(axis=1))  # mix down every channel to mono
+                if channels is None or channels == 1:
+                    pieces.append(block.mean(axis=1))  # mix down every channel to mono
+                else:
+                    pieces.append(fit_channels(block.T, channels))
                 total += len(block)
                 if limit is not None and total > limit:
                     raise AudioError(f"{name}: the audio is longer than the limit of {max_seconds:g} s")
@@ -89,17 +110,80 @@ def load(
             raise AudioError(f"{name}: audio data is corrupt ({_reason(err)})") from None
     if total == 0:
         raise AudioError(f"{name}: the audio file has no samples")
-    wave = np.concatenate(pieces).astype(np.float32, copy=False)
+    wave = np.concatenate(pieces, axis=-1).astype(np.float32, copy=False)
     if not np.all(np.isfinite(wave)):
         raise AudioError(f"{name}: the audio contains NaN or infinite samples")
+    if channels == 1:
+        wave = wave[np.newaxis]
     return resample(wave, rate, sample_rate)
 
 
 def chunks(wave: np.ndarray, size: int) -> np.ndarray:
-    """Split into non-overlapping chunks of `size` samples, zero-padding the last (HT's 'fix' inference)."""
-    n = max(1, math.ceil(len(wave) / size))
-    out = np.zeros((n, size), dtype=np.float32)
+    """Split into non-overlapping chunks of `size` samples, zero-padding the last (HT's 'fix' inference).
+
+    [samples] -> [n, size]; [channels, samples] -> [n, channels, size].
+    """
+    length = wave.shape[-1]
+    n = max(1, math.ceil(length / size))
+    out = np.zeros((n, *wave.shape[:-1], size), dtype=np.float32)
     for i in range(n):
-        piece = wave[i * size : (i + 1) * size]
-        out[i, : len(piece)] = piece
+        piece = wave[..., i * size : (i + 1) * size]
+        out[i, ..., : piece.shape[-1]] = piece
     return out
+
+
+def pieces(wave: np.ndarray, size: int, method: str = "fix", min_size: int = 1) -> list[np.ndarray]:
+    """What one clip is scored as; its prediction is the mean over the pieces.
+
+    fix: `chunks` of exactly `size` (the last zero-padded). varying: the whole clip when it is at most
+    `size` samples, else pieces of `size` and a shorter, unpadded last one; only a piece shorter than
+    `min_size` (the STFT window) is zero-padded to it.
+    """
+    if method == "fix":
+        return list(chunks(wave, size))
+    size, length = max(size, min_size), wave.shape[-1]
+    out = [wave[..., i : i + size] for i in range(0, max(length, 1), size)]
+    if out[-1].shape[-1] < min_size:
+        last = np.zeros((*wave.shape[:-1], min_size), dtype=np.float32)
+        last[..., : out[-1].shape[-1]] = out[-1]
+        out[-1] = last
+    return [np.ascontiguousarray(p, dtype=np.float32) for p in out]
+
+
+class PieceAverager:
+    """Runs the pieces of many clips in batches of equal shape; each clip's output is the mean over its pieces.
+
+    The PyTorch predictions (deuterium.inference) and the ONNX scorer (deuterium.scoring) both use it,
+    so they batch and average alike.
+    """
+
+    def __init__(self, run: Callable[[np.ndarray], np.ndarray], batch_size: int):
+        self.run, self.batch_size = run, max(1, batch_size)
+        self.pending: dict[tuple, list[tuple[int, np.ndarray]]] = {}
+        self.sums: list[np.ndarray | None] = []
+        self.counts: list[int] = []
+
+    def add(self, clip_pieces: list[np.ndarray]) -> None:
+        clip = len(self.sums)
+        self.sums.append(None)
+        self.counts.append(0)
+        for piece in clip_pieces:
+            group = self.pending.setdefault(piece.shape, [])
+            group.append((clip, piece))
+            if len(group) >= self.batch_size:
+                self._flush(piece.shape)
+
+    def _flush(self, shape: tuple) -> None:
+        group = self.pending.pop(shape, [])
+        if not group:
+            return
+        out = self.run(np.stack([piece for _, piece in group]))
+        for (clip, _), row in zip(group, out, strict=True):
+            row = row.astype(np.float64)
+            self.sums[clip] = row if self.sums[clip] is None else self.sums[clip] + row
+            self.counts[clip] += 1
+
+    def result(self) -> np.ndarray:
+        for shape in list(self.pending):
+            self._flush(shape)
+        return np.stack([s / c for s, c in zip(self.sums, self.counts, strict=True)]).astype(np.float32)

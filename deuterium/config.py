@@ -9,7 +9,7 @@ from typing import Annotated, Union
 import yaml
 from pydantic import Field, TypeAdapter, ValidationError
 
-from deuterium import problems
+from deuterium import previous, problems
 from deuterium.errors import ConfigError
 from deuterium.problems.registry import settings_models
 from deuterium.settings import ExperimentBase
@@ -47,7 +47,9 @@ def parse(data: object, source: str = "params") -> ExperimentBase:
         raise ConfigError(_format(err, source)) from None
 
 
-def load(path: Path | str = "params.yaml") -> ExperimentBase:
+def load(path: Path | str = "params.yaml", inherit: bool = True) -> ExperimentBase:
+    """Validate a params file. With `previous_experiment` set, the keys it leaves out come from that
+    experiment's resolved config (`inherit`; a resolved config is complete, so it is loaded with False)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such params file")
@@ -55,6 +57,8 @@ def load(path: Path | str = "params.yaml") -> ExperimentBase:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if inherit and isinstance(data, dict):
+        data = previous.inherit(data)
     return parse(data, str(path))
 
 

@@ -14,13 +14,15 @@ import torch
 from torch import Tensor, nn
 
 from deuterium import audio_io, io, paths, scoring
+from deuterium import precision as precision_tools
 from deuterium.errors import DeuteriumError
 from deuterium.problems.base import ProblemType
-from deuterium.settings import ExperimentBase
+from deuterium.settings import ExperimentBase, ExportSettings
 
 log = logging.getLogger(__name__)
 
 OPSET = 18
+REDUCED_TOLERANCE = {"float16": 1e-2, "int8": 5e-2}  # reported against, not enforced
 
 
 class ExportError(DeuteriumError):
@@ -28,7 +30,8 @@ class ExportError(DeuteriumError):
 
 
 class ScoringModule(nn.Module):
-    """Raw waveform chunks [batch, samples] -> activated outputs averaged over the fold models."""
+    """Raw waveform chunks [batch, samples] (or [batch, channels, samples]) -> activated outputs averaged
+    over the fold models."""
 
     def __init__(self, models: list[nn.Module], problem: ProblemType):
         super().__init__()
@@ -48,14 +51,32 @@ def preprocessing(exp: ExperimentBase, info: dict) -> scoring.Preprocessing:
         chunk_samples=exp.inference_chunk_samples,
         target_names=list(info["target_names"]),
         labels=list(info.get("labels", [])),
+        channels=exp.audio.audio_channels,
+        chunk_method=exp.prediction.inference_chunk_method,
+        min_samples=exp.audio.stft_window_size,
+        multi_label=bool(info.get("multi_label", False)),
     )
 
 
-def to_onnx(module: ScoringModule, chunk: int, path: Path) -> None:
+def to_onnx(
+    module: ScoringModule,
+    chunk: int,
+    path: Path,
+    channels: int = 1,
+    varying: bool = False,
+    min_samples: int = 1,
+) -> None:
+    """Batch is dynamic. Length is fixed at `chunk` (chunk_method fix: the scorer cuts clips into chunks
+    of this size) or, with `varying`, dynamic from min_samples up to `chunk` samples."""
     module.eval()
-    example = torch.zeros(2, chunk)
-    # Length is fixed (the scorer cuts clips into chunks of this size); batch is dynamic.
+    if varying:
+        chunk = max(chunk, min_samples + 1)
+    length = min(chunk, 8 * min_samples) if varying else chunk
+    example = torch.zeros(2, length) if channels == 1 else torch.zeros(2, channels, length)
     batch = torch.export.Dim("batch", min=1)
+    dims = {0: batch}
+    if varying:
+        dims[example.dim() - 1] = torch.export.Dim("samples", min=min_samples, max=chunk)
     path.parent.mkdir(parents=True, exist_ok=True)
     for noisy in ("onnxscript", "onnx_ir", "torch.onnx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -68,30 +89,55 @@ def to_onnx(module: ScoringModule, chunk: int, path: Path) -> None:
             opset_version=OPSET,
             input_names=[scoring.INPUT_NAME],
             output_names=[scoring.OUTPUT_NAME],
-            dynamic_shapes={"waveform": {0: batch}},
+            dynamic_shapes={"waveform": dims},
             verbose=False,
         )
     program.save(str(path))
     onnx.checker.check_model(str(path))
 
 
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """Real clips as the scorer loads them, and the PyTorch models' outputs on them."""
+
+    waves: list[np.ndarray]
+    outputs: np.ndarray  # one row per clip, the mean over its chunks
+    chunks: np.ndarray  # every clip's chunks, stacked: the batch the speed figures time
+
+
 @torch.no_grad()
-def parity(module: ScoringModule, model_dir: Path, files: list[Path], tolerance: float) -> dict:
-    """Largest |onnxruntime - PyTorch| over real clips, through the scorer's own loading and chunking."""
-    scorer = scoring.Scorer(model_dir)
-    waves = [audio_io.load(f, scorer.pre.sample_rate) for f in files]
-    onnx_out = scorer.raw(waves)
-    torch_out = np.stack(
+def reference(module: ScoringModule, pre: scoring.Preprocessing, files: list[Path]) -> Reference:
+    channels = pre.channels if pre.channels > 1 else None
+    waves = [audio_io.load(f, pre.sample_rate, channels=channels) for f in files]
+    pieces = [audio_io.pieces(w, pre.chunk_samples, pre.chunk_method, pre.min_samples) for w in waves]
+    # One forward per clip and piece length (varying pieces differ in length; fix ones do not).
+    outputs = np.stack(
         [
-            module(torch.from_numpy(audio_io.chunks(w, scorer.pre.chunk_samples))).mean(0).numpy()
-            for w in waves
+            np.concatenate(
+                [module(torch.from_numpy(np.stack(same))).numpy() for same in _by_shape(clip)]
+            ).mean(0)
+            for clip in pieces
         ]
     )
-    diff = float(np.abs(onnx_out - torch_out).max())
+    timed = [p for clip in pieces for p in clip if p.shape == pieces[0][0].shape]
+    return Reference(waves, outputs, np.stack(timed))
+
+
+def _by_shape(pieces: list[np.ndarray]) -> list[list[np.ndarray]]:
+    groups: dict[tuple, list[np.ndarray]] = {}
+    for p in pieces:
+        groups.setdefault(p.shape, []).append(p)
+    return list(groups.values())
+
+
+def parity(ref: Reference, model_dir: Path, tolerance: float) -> dict:
+    """Largest |onnxruntime - PyTorch| over real clips, through the scorer's own loading and chunking."""
+    scorer = scoring.Scorer(model_dir)
+    diff = float(np.abs(scorer.raw(ref.waves) - ref.outputs).max())
     report = {
         "max_abs_diff": diff,
         "tolerance": tolerance,
-        "clips": len(files),
+        "clips": len(ref.waves),
         "opset": OPSET,
         "file_size_bytes": (model_dir / paths.ONNX_FILE).stat().st_size,
         "providers": scorer.providers,
@@ -103,6 +149,88 @@ def parity(module: ScoringModule, model_dir: Path, files: list[Path], tolerance:
     return report
 
 
+def reduce_precision(
+    ref: Reference, model_dir: Path, settings: ExportSettings, calibration: np.ndarray | None = None
+) -> dict:
+    """Replace model_dir's float32 graph by its float16 (GPU) or INT8 (CPU) copy; how it compares.
+
+    `calibration`: waveform chunks for static INT8 (default: the parity clips' own).
+
+    Reduced precision cannot match PyTorch to 1e-4: the report gives its difference, how often it picks
+    the same class, and its speed against float32 on the device it is meant for. Export fails only
+    when the copy gives a non-finite output.
+    """
+    precision = "float16" if settings.onnx_device == "gpu" else "int8"
+    full, reduced = model_dir / "model.float32.onnx", model_dir / paths.ONNX_FILE
+    reduced.rename(full)
+    keep = precision_tools.front_end_nodes(onnx.load(str(full), load_external_data=False))
+    if not keep:
+        raise ExportError(
+            "the spectrogram front end is not marked in the exported graph, so it cannot be kept float32; "
+            "set export.onnx_device: cpu and export.int8_quantization: false (or check torch's exporter)"
+        )
+    report: dict = {"precision": precision, "float32_file_size_bytes": full.stat().st_size}
+    if precision == "float16":
+        precision_tools.to_float16(full, reduced, keep)
+    else:
+        calibration = ref.chunks if calibration is None else calibration
+        mode = settings.int8_quantization
+        precision_tools.quantize_int8(full, reduced, keep, mode, calibration)
+        report |= {"int8_quantization": mode} | (
+            {"calibration_chunks": len(calibration)} if mode == "static" else {}
+        )
+    # CUDA only where torch sees a GPU: elsewhere onnxruntime-gpu prints a page of errors before falling back.
+    gpu = precision == "float16" and torch.cuda.is_available()
+    wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else None
+    try:
+        scorer = scoring.Scorer(model_dir, providers=wanted)
+    except Exception as err:  # onnxruntime's own error types: a kernel missing on this device
+        report["checked"] = f"no: onnxruntime cannot run it here ({str(err).splitlines()[0][:200]})"
+        log.warning("%s graph not checked: %s", precision, report["checked"])
+        full.unlink()
+        return report
+    out = scorer.raw(ref.waves)
+    if not np.all(np.isfinite(out)):
+        raise ExportError(f"the {precision} graph gives NaN or infinite outputs on real clips")
+    diff = np.abs(out - ref.outputs)
+    report |= {
+        "checked": f"yes, on {scorer.providers[0]}",
+        "providers": scorer.providers,
+        "max_abs_diff": float(diff.max()),
+        "mean_abs_diff": float(diff.mean()),
+        "tolerance": REDUCED_TOLERANCE[precision],
+    }
+    if scorer.pre.multi_label:  # every class decision, each at the scorer's threshold
+        cut = scoring.MULTI_LABEL_THRESHOLD
+        report["label_agreement"] = float(np.mean((out >= cut) == (ref.outputs >= cut)))
+    elif scorer.pre.is_classification:
+        report["label_agreement"] = float(np.mean(out.argmax(1) == ref.outputs.argmax(1)))
+    if not report["max_abs_diff"] <= report["tolerance"] or report.get("label_agreement", 1.0) < 1.0:
+        log.warning(
+            "%s graph: max |diff| %.3g vs PyTorch (tolerance %g), label agreement %s on %d clips",
+            precision,
+            report["max_abs_diff"],
+            report["tolerance"],
+            report.get("label_agreement", "n/a"),
+            len(ref.waves),
+        )
+    # Speed on the device the copy is for, against float32 on the same device in the same run.
+    on = scorer.providers[0]
+    if on == ("CUDAExecutionProvider" if precision == "float16" else "CPUExecutionProvider"):
+        float32 = scoring.session(full, [on])
+        ms = {
+            "float32": precision_tools.ms_per_chunk(float32, ref.chunks),
+            precision: precision_tools.ms_per_chunk(scorer.session, ref.chunks),
+        }
+        report |= {"ms_per_chunk": ms, "speedup": ms["float32"] / ms[precision], "timed_on": on}
+        if ms[precision] >= ms["float32"]:
+            log.warning("the %s graph is not faster than float32 on %s: %s ms per chunk", precision, on, ms)
+    else:
+        report["timed_on"] = f"not timed: {precision} is for {settings.onnx_device}, this run has {on}"
+    full.unlink()
+    return report
+
+
 def export(
     exp: ExperimentBase,
     problem: ProblemType,
@@ -111,19 +239,40 @@ def export(
     files: list[Path],
     out_dir: Path,
     tolerance: float = 1e-4,
+    calibration_files: list[Path] | None = None,
 ) -> dict:
+    """model.onnx, preprocessing.json and parity.json in `out_dir`; `files` are the parity clips,
+    `calibration_files` other clips for static INT8 (default: the parity clips)."""
     module = ScoringModule([m.cpu().eval() for m in models], problem)
     tmp = out_dir.with_name(out_dir.name + ".partial")
     tmp.mkdir(parents=True, exist_ok=True)
-    to_onnx(module, exp.inference_chunk_samples, tmp / paths.ONNX_FILE)
-    io.write_json(dataclasses.asdict(preprocessing(exp, info)), tmp / paths.PREPROCESSING_FILE)
-    report = parity(module, tmp, files, tolerance)
+    pre = preprocessing(exp, info)
+    to_onnx(
+        module,
+        exp.inference_chunk_samples,
+        tmp / paths.ONNX_FILE,
+        pre.channels,
+        pre.chunk_method == "varying",
+        pre.min_samples,
+    )
+    io.write_json(dataclasses.asdict(pre), tmp / paths.PREPROCESSING_FILE)
+    ref = reference(module, pre, files)
+    report = parity(ref, tmp, tolerance)  # the float32 graph against PyTorch, always
+    report |= {"onnx_device": exp.export.onnx_device, "precision": "float32"}
+    if exp.export.onnx_device == "gpu" or exp.export.int8_quantization:
+        calibration = None
+        if exp.export.int8_quantization == "static" and calibration_files:
+            calibration = reference(module, pre, calibration_files).chunks
+        reduced = reduce_precision(ref, tmp, exp.export, calibration)
+        report |= {"precision": reduced["precision"], "reduced_precision": reduced}
+        report["file_size_bytes"] = (tmp / paths.ONNX_FILE).stat().st_size
     io.write_json(report, tmp / paths.PARITY_FILE)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     log.info(
-        "ONNX model %s (%.1f MB), parity max |diff| %.2g on %d clips",
+        "ONNX model %s (%s, %.1f MB), float32 parity max |diff| %.2g on %d clips",
         out_dir / paths.ONNX_FILE,
+        report["precision"],
         report["file_size_bytes"] / 1e6,
         report["max_abs_diff"],
         report["clips"],

@@ -1,4 +1,4 @@
-"""Train every selected fold and collect out-of-fold predictions; load trained fold models back."""
+"""Train every selected fold (and seed) and collect out-of-fold predictions; load trained models back."""
 
 from __future__ import annotations
 
@@ -13,13 +13,22 @@ from dvclive import Live
 from safetensors.torch import load_file
 from torch import nn
 
-from deuterium import config, io, paths, splitting
+from deuterium import config, distributed, io, paths, splitting
 from deuterium.errors import DataError
 from deuterium.problems.base import ProblemType
 from deuterium.settings import ExperimentBase
 from deuterium.training import train_fold
 
 log = logging.getLogger(__name__)
+
+
+class _Silent:
+    """Stands in for dvclive on the torchrun processes other than rank 0."""
+
+    step = 0
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
 
 
 def fit_folds(
@@ -31,31 +40,64 @@ def fit_folds(
     out_dir: Path,
     checkpoints: Path,
 ) -> pd.DataFrame:
-    """Train one model per selected fold into out_dir/fold{k}; write and return out_dir/oof.parquet."""
+    """Train number_of_seeds models per selected fold into out_dir/fold{k} (fold{k}/seed{s} with several seeds).
+
+    Writes and returns out_dir/oof.parquet: each fold's validation predictions, averaged over its seeds;
+    with several seeds also out_dir/seeds.json, every seed's score and their spread. Under torchrun every
+    process trains and rank 0 alone writes.
+    """
     tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    oof_parts = []
-    live = Live(str(tmp / "dvclive"), report=None, save_dvc_exp=False, dvcyaml=None)
+    distributed.init(exp.environment)
+    main = distributed.is_main()
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)  # a resumed run's curves come back from its checkpoints
+    live = Live(str(tmp / "dvclive"), report=None, save_dvc_exp=False, dvcyaml=None) if main else _Silent()
+    metric = problem.metrics()[exp.prediction.metric]
+    n_seeds = exp.environment.number_of_seeds
+    oof_parts, seeds = [], {}
     for fold in exp.dataset.folds:
         is_valid = (frame[splitting.FOLD] == fold).to_numpy()
         if not (~is_valid).any():
             raise DataError(f"fold {fold} has no training rows")
-        result = train_fold(
-            exp,
-            problem,
-            info,
-            frame[~is_valid].reset_index(drop=True),
-            targets[~is_valid],
-            frame[is_valid].reset_index(drop=True),
-            targets[is_valid],
-            fold,
-            tmp,
-            checkpoints,
-            live,
-        )
-        if result.predictions is not None:
-            part = frame.loc[is_valid, [splitting.ROW_ID, splitting.FOLD]].reset_index(drop=True)
-            oof_parts.append(pd.concat([part, problem.prediction_columns(result.predictions, info)], axis=1))
+        trains = ~is_valid | exp.training.train_validation_data  # HT: also train on the validation rows
+        trains, is_valid = splitting.sample_fold(frame, trains, is_valid, exp.dataset, exp.environment.seed)
+        results = [
+            train_fold(
+                exp,
+                problem,
+                info,
+                frame[trains].reset_index(drop=True),
+                targets[trains],
+                frame[is_valid].reset_index(drop=True),
+                targets[is_valid],
+                fold,
+                tmp,
+                checkpoints,
+                live,
+                seed_index,
+            )
+            for seed_index in range(n_seeds)
+        ]
+        if not main or results[0].predictions is None:
+            continue
+        preds = np.mean([r.predictions for r in results], axis=0)
+        part = frame.loc[is_valid, [splitting.ROW_ID, splitting.FOLD]].reset_index(drop=True)
+        oof_parts.append(pd.concat([part, problem.prediction_columns(preds, info)], axis=1))
+        if n_seeds > 1:
+            scores = [r.score for r in results]
+            seeds[f"fold{fold}"] = {
+                "seeds": [r.seed for r in results],
+                exp.prediction.metric: scores,
+                "mean": float(np.mean(scores)),
+                "std": float(np.std(scores)),
+                "averaged_predictions": float(metric.fn(problem.truth(targets[is_valid]), preds)),
+            }
+            live.log_metric(f"fold{fold}/valid/{exp.prediction.metric}_seed_std", float(np.std(scores)))
+    if distributed.active():
+        torch.distributed.barrier()  # the others wait for rank 0's last validation
+        distributed.shutdown()
+    if not main:
+        return pd.DataFrame(columns=[splitting.ROW_ID, splitting.FOLD])
     live.end()
     oof = (
         pd.concat(oof_parts, ignore_index=True)
@@ -63,13 +105,17 @@ def fit_folds(
         else pd.DataFrame(columns=[splitting.ROW_ID, splitting.FOLD])
     )
     io.write_frame(oof, tmp / paths.OOF_FILE)
+    io.write_json(info, tmp / paths.DATA_INFO_FILE)  # the labels travel with the models (previous_experiment)
+    if seeds:
+        io.write_json({"metric": exp.prediction.metric, **seeds}, tmp / paths.SEEDS_FILE)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return oof
 
 
 def model_folders(root: Path) -> list[Path]:
-    folders = sorted(p for p in root.glob("fold*") if (p / paths.MODEL_FILE).is_file())
+    found = [*root.glob(f"fold*/{paths.MODEL_FILE}"), *root.glob(f"fold*/seed*/{paths.MODEL_FILE}")]
+    folders = sorted(p.parent for p in found)
     if not folders:
         raise DataError(f"{root}: no trained fold models; run the train stage first (dvc repro)")
     return folders
@@ -78,7 +124,7 @@ def model_folders(root: Path) -> list[Path]:
 def load_models(root: Path, problem: ProblemType, info: dict) -> tuple[ExperimentBase, list[nn.Module]]:
     models, exp = [], None
     for folder in model_folders(root):
-        exp = config.load(folder / paths.CONFIG_FILE)
+        exp = config.load(folder / paths.CONFIG_FILE, inherit=False)  # resolved: complete as it is
         model = problem.model(exp, problem.n_outputs(info))
         model.load_state_dict(load_file(str(folder / paths.MODEL_FILE)))
         models.append(model.eval())
@@ -86,7 +132,11 @@ def load_models(root: Path, problem: ProblemType, info: dict) -> tuple[Experimen
 
 
 def predictions_from(oof: pd.DataFrame) -> np.ndarray:
-    cols = [c for c in oof.columns if c.startswith(("prob_", "predicted_")) and c != "predicted_label"]
+    cols = [
+        c
+        for c in oof.columns
+        if c.startswith(("prob_", "predicted_")) and c not in ("predicted_label", "predicted_labels")
+    ]
     return oof[cols].to_numpy(dtype=np.float32)
 
 

@@ -1,25 +1,28 @@
-"""Predict clips with PyTorch models: each clip cut into fixed chunks, outputs averaged over chunks and models.
+"""Predict clips with PyTorch models: each clip cut into pieces, outputs averaged over pieces and models.
 
-The same chunking (audio_io.chunks) and averaging as deuterium.scoring, so PyTorch and ONNX agree.
+The same pieces (audio_io.pieces) and averaging (audio_io.PieceAverager) as deuterium.scoring, so
+PyTorch and ONNX agree.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from rich.progress import track
-from torch import nn
+from torch import Tensor, nn
 
 from deuterium import audio_io
 from deuterium.runtime import autocast
+from deuterium.settings import ExperimentBase
 
 
 @torch.no_grad()
 def predict_files(
     models: list[nn.Module],
-    activate,
+    activate: Callable[[Tensor], Tensor],
     files: list[Path],
     sample_rate: int,
     chunk: int,
@@ -27,30 +30,54 @@ def predict_files(
     dev: torch.device,
     mixed_precision: bool = False,
     description: str = "predicting",
+    *,
+    channels: int | None = None,
+    method: str = "fix",
+    min_size: int = 1,
 ) -> np.ndarray:
+    """One output row per file. `chunk`: the piece length (fix) or the longest piece (varying)."""
     for m in models:
         m.eval()
-    results: list[np.ndarray] = []
-    pending: list[np.ndarray] = []
-    owners: list[int] = []
 
-    def flush() -> None:
-        if not pending:
-            return
-        batch = torch.from_numpy(np.concatenate(pending)).to(dev)
+    def run(batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch).to(dev)
         with autocast(dev, mixed_precision):
-            out = torch.stack([activate(m(batch).float()) for m in models]).mean(0).cpu().numpy()
-        own = np.concatenate([np.full(len(p), o) for p, o in zip(pending, owners, strict=True)])
-        for o in owners:
-            results.append(out[own == o].mean(axis=0))
-        pending.clear()
-        owners.clear()
+            return torch.stack([activate(m(x).float()) for m in models]).mean(0).cpu().numpy()
 
-    for i, f in enumerate(track(files, description=description, transient=True, disable=len(files) < 50)):
-        pieces = audio_io.chunks(audio_io.load(f, sample_rate), chunk)
-        if sum(len(p) for p in pending) + len(pieces) > batch_size:
-            flush()
-        pending.append(pieces)
-        owners.append(i)
-    flush()
-    return np.stack(results).astype(np.float32)
+    averager = audio_io.PieceAverager(run, batch_size)
+    for f in track(files, description=description, transient=True, disable=len(files) < 50):
+        wave = audio_io.load(f, sample_rate, channels=channels)
+        averager.add(audio_io.pieces(wave, chunk, method, min_size))
+    return averager.result()
+
+
+def predict(
+    models: list[nn.Module],
+    activate: Callable[[Tensor], Tensor],
+    files: list[Path],
+    exp: ExperimentBase,
+    dev: torch.device,
+    description: str = "predicting",
+) -> np.ndarray:
+    """`predict_files` with the experiment's audio and prediction settings."""
+    return predict_files(
+        models,
+        activate,
+        files,
+        exp.audio.sample_rate,
+        exp.inference_chunk_samples,
+        exp.inference_batch_size,
+        dev,
+        exp.environment.mixed_precision_inference,
+        description,
+        **loading(exp),
+    )
+
+
+def loading(exp: ExperimentBase) -> dict:
+    """How clips are read and cut for this experiment's model (keyword arguments of predict_files)."""
+    return {
+        "channels": exp.audio.audio_channels if exp.audio.audio_channels > 1 else None,
+        "method": exp.prediction.inference_chunk_method,  # type: ignore[attr-defined]
+        "min_size": exp.audio.stft_window_size,
+    }

@@ -20,6 +20,7 @@ DATA_INFO_FILE = "data_info.json"
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
 OOF_FILE = "oof.parquet"
+SEEDS_FILE = "seeds.json"  # every seed's score per fold, with number_of_seeds > 1
 ONNX_FILE = "model.onnx"
 PREPROCESSING_FILE = "preprocessing.json"
 PARITY_FILE = "parity.json"

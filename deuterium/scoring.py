@@ -1,12 +1,15 @@
 """Score raw audio with the exported ONNX model. onnxruntime + numpy + soundfile only (no torch).
 
 The contract (written by the export stage into one folder):
-- model.onnx: input "waveform" float32 [batch, samples] at the model's sample rate;
-  output "output" float32 [batch, n_outputs]: class probabilities (classification)
-  or the regression values. Fold models are averaged inside the graph.
+- model.onnx: input "waveform" float32 [batch, samples] at the model's sample rate
+  ([batch, channels, samples] when `channels` > 1); output "output" float32 [batch, n_outputs]:
+  class probabilities (softmax, or one sigmoid per class when `multi_label`) or the regression
+  values. Fold models are averaged inside the graph.
 - preprocessing.json: what cannot live in the graph (see `Preprocessing`).
-Clips are cut into fixed chunks of `chunk_samples` (the last zero-padded); a clip's
-prediction is the mean over its chunks.
+Clips are cut into pieces (audio_io.pieces): `chunk_method` fix, chunks of exactly `chunk_samples`
+(the last zero-padded, the graph's length is fixed); varying, the whole clip up to `chunk_samples`
+and pieces of that length beyond (the graph takes any length). A clip's prediction is the mean
+over its pieces.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ log = logging.getLogger(__name__)
 
 INPUT_NAME = "waveform"
 OUTPUT_NAME = "output"
+MULTI_LABEL_THRESHOLD = 0.5  # a class is in a multi-label answer when its probability reaches this
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,10 @@ class Preprocessing:
     labels: list[str] = field(default_factory=list)  # class names, classification only
     max_seconds: float = 600.0
     format_version: int = 1
+    channels: int = 1  # audio channels the model takes (audio_io.fit_channels)
+    chunk_method: str = "fix"  # fix | varying
+    min_samples: int = 1  # varying: a shorter piece is zero-padded to this (the STFT window)
+    multi_label: bool = False  # classification: independent per-class probabilities
 
     @classmethod
     def read(cls, path: Path) -> Preprocessing:
@@ -83,21 +91,32 @@ class Scorer:
     def providers(self) -> list[str]:
         return self.session.get_providers()
 
+    def shape(self, wave: np.ndarray) -> np.ndarray:
+        """A loaded clip as the model takes it: mono [samples], or [channels, samples] (a mono clip zero-padded)."""
+        if self.pre.channels == 1:
+            return wave if wave.ndim == 1 else wave.mean(axis=0, dtype=np.float32)
+        return audio_io.fit_channels(wave, self.pre.channels)
+
     def raw(self, waves: list[np.ndarray]) -> np.ndarray:
-        """One output row per clip: the mean of its chunks' outputs."""
-        pieces = [audio_io.chunks(w, self.pre.chunk_samples) for w in waves]
-        owners = np.concatenate([np.full(len(p), i) for i, p in enumerate(pieces)])
-        stacked = np.concatenate(pieces)
-        outs = [
-            self.session.run([OUTPUT_NAME], {INPUT_NAME: stacked[i : i + self.batch_size]})[0]
-            for i in range(0, len(stacked), self.batch_size)
-        ]
-        flat = np.concatenate(outs)
-        return np.stack([flat[owners == i].mean(axis=0) for i in range(len(waves))])
+        """One output row per clip: the mean of its pieces' outputs."""
+        averager = audio_io.PieceAverager(
+            lambda batch: self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0], self.batch_size
+        )
+        for w in waves:
+            pieces = audio_io.pieces(
+                self.shape(w), self.pre.chunk_samples, self.pre.chunk_method, self.pre.min_samples
+            )
+            averager.add(pieces)
+        return averager.result()
 
     def format(self, row: np.ndarray) -> dict:
         if self.pre.is_classification:
             probs = {label: float(p) for label, p in zip(self.pre.labels, row, strict=True)}
+            if self.pre.multi_label:
+                return {
+                    "labels": [c for c, p in probs.items() if p >= MULTI_LABEL_THRESHOLD],
+                    "probabilities": probs,
+                }
             return {"label": self.pre.labels[int(np.argmax(row))], "probabilities": probs}
         return {"predictions": {name: float(v) for name, v in zip(self.pre.target_names, row, strict=True)}}
 
@@ -105,4 +124,7 @@ class Scorer:
         return [self.format(row) for row in self.raw(waves)] if waves else []
 
     def load(self, source: Path | str | bytes, name: str | None = None) -> np.ndarray:
-        return audio_io.load(source, self.pre.sample_rate, name=name, max_seconds=self.pre.max_seconds)
+        channels = self.pre.channels if self.pre.channels > 1 else None
+        return audio_io.load(
+            source, self.pre.sample_rate, name=name, max_seconds=self.pre.max_seconds, channels=channels
+        )

@@ -74,15 +74,33 @@ def assign_folds(frame: pd.DataFrame, ds: DatasetSettings, seed: int) -> pd.Data
         for k, (_, valid_idx) in enumerate(splits):
             frame.loc[valid_idx, FOLD] = k
         out = frame
-    return _sample(out, ds.data_sample, seed)
+    return out
 
 
-def _sample(frame: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
-    if fraction >= 1:
-        return frame
-    sampled = frame.groupby(FOLD, group_keys=False).sample(frac=fraction, random_state=seed)
-    log.info("data_sample %.3g: kept %d of %d rows", fraction, len(sampled), len(frame))
-    return sampled.sort_values(ROW_ID).reset_index(drop=True)
+def sample_fold(
+    frame: pd.DataFrame, trains: np.ndarray, valid: np.ndarray, ds: DatasetSettings, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One fold's (training, validation) row masks after dataset.data_sample of data_sample_choice.
+
+    A row is kept by a draw tied to its row id and the seed, so it is kept or dropped alike in every
+    fold and stage, and the rows pseudo_label adds do not change which labeled rows are kept.
+    """
+    if ds.data_sample >= 1:
+        return trains, valid
+    draws = np.random.default_rng(max(seed, 0)).random(int(frame[ROW_ID].max()) + 1)
+    keep = draws[frame[ROW_ID].to_numpy()] < ds.data_sample
+    if "train" in ds.data_sample_choice:
+        trains = trains & keep
+    if "validation" in ds.data_sample_choice:
+        valid = valid & keep
+    log.info(
+        "data_sample %.3g of %s: %d training and %d validation rows",
+        ds.data_sample,
+        " and ".join(ds.data_sample_choice),
+        trains.sum(),
+        valid.sum(),
+    )
+    return trains, valid
 
 
 def fold_frames(folds: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:

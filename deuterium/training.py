@@ -1,10 +1,16 @@
-"""The training loop: plain PyTorch, one fold at a time, resumable, logged with dvclive."""
+"""The training loop: plain PyTorch, one fold (and seed) at a time, resumable, logged with dvclive.
+
+`train_fold` builds a run (data, model, optimizer, what a checkpoint restores); `fit` is the loop.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +20,16 @@ from dvclive import Live
 from rich.progress import Progress
 from safetensors.torch import save_file
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
-from deuterium import config, inference, io, paths, runtime
+from deuterium import augment, config, distributed, inference, insights, io, paths, previous, runtime
+from deuterium.errors import ConfigError
 from deuterium.problems.base import ProblemType
 from deuterium.settings import ExperimentBase
 
 log = logging.getLogger(__name__)
+
+TRAIN_METRIC_ROWS = 1000  # calculate_train_metric scores at most this many training rows
 
 
 @dataclass
@@ -28,14 +37,41 @@ class FoldResult:
     fold: int
     score: float | None  # the chosen metric on the fold's validation rows (None without validation rows)
     predictions: np.ndarray | None
+    seed: int | None = None  # the seed this run trained with
+
+
+def run_name(fold: int, seed_index: int = 0, number_of_seeds: int = 1) -> str:
+    """Folder and curve prefix of one run: `fold0`, or `fold0/seed1` with several seeds per fold."""
+    return f"fold{fold}" if number_of_seeds == 1 else f"fold{fold}/seed{seed_index}"
+
+
+def param_groups(model: nn.Module, exp: ExperimentBase) -> list[dict]:
+    """All parameters at learning_rate, except differential_learning_rate_layers at differential_learning_rate."""
+    t = exp.training
+    if not t.differential_learning_rate_layers:
+        return [{"params": list(model.parameters())}]
+    special: dict[int, nn.Parameter] = {}
+    for name in t.differential_learning_rate_layers:
+        try:
+            layer = model.get_submodule(name)
+        except AttributeError:
+            layers = ", ".join(n for n, _ in model.named_children())
+            raise ConfigError(
+                f"training.differential_learning_rate_layers: {name!r} is not a layer of the model; "
+                f"its layers are {layers} (sub-layers with dots, e.g. backbone.conv1)"
+            ) from None
+        special.update((id(p), p) for p in layer.parameters())
+    rest = [p for p in model.parameters() if id(p) not in special]
+    return [{"params": rest}, {"params": list(special.values()), "lr": t.differential_learning_rate}]
 
 
 def optimizer(exp: ExperimentBase, model: nn.Module) -> torch.optim.Optimizer:
     t = exp.training
     kwargs = {"lr": t.learning_rate, "weight_decay": t.weight_decay}
+    groups = param_groups(model, exp)
     if t.optimizer == "SGD":
-        return torch.optim.SGD(model.parameters(), momentum=0.9, nesterov=True, **kwargs)
-    return getattr(torch.optim, t.optimizer)(model.parameters(), **kwargs)
+        return torch.optim.SGD(groups, momentum=0.9, nesterov=True, **kwargs)
+    return getattr(torch.optim, t.optimizer)(groups, **kwargs)
 
 
 def lr_factor(exp: ExperimentBase, step: int, steps_per_epoch: int) -> float:
@@ -55,8 +91,41 @@ def lr_factor(exp: ExperimentBase, step: int, steps_per_epoch: int) -> float:
     return 1.0
 
 
-def _checkpoint_path(checkpoints: Path, fold: int) -> Path:
-    return paths.fold_dir(checkpoints, fold) / "last.pt"
+@dataclass
+class RunState:
+    """Where a run stands; a checkpoint holds all of it, so a killed run resumes exactly."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # training batches done: the x axis of the curves
+    batch_size: int = 0
+    score: float | None = None  # the latest validation score and predictions
+    predictions: np.ndarray | None = None
+    best_score: float | None = None
+    best_step: int | None = None
+    best_predictions: np.ndarray | None = None
+    best_weights: dict[str, torch.Tensor] | None = None  # kept with save_best_checkpoint
+    history: list[list] = field(default_factory=list)  # [step, name, value] as logged; replayed on resume
+
+
+@dataclass
+class Loop:
+    """What `fit` runs besides the model; train_fold builds it (a test may build one around a toy model)."""
+
+    loader: DataLoader
+    loss_fn: nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    dev: torch.device
+    live: Live
+    prefix: str  # curve names start with it: fold0/...
+    seed: int
+    metric_name: str = "metric"
+    greater_is_better: bool = True
+    validate: Callable[[nn.Module], tuple[float, np.ndarray]] | None = None  # model -> (score, predictions)
+    train_metric: Callable[[nn.Module], float] | None = None
+    checkpoint: Callable[[RunState], None] = lambda state: None  # called after every epoch
+    description: str = "training"
 
 
 def train_fold(
@@ -71,123 +140,316 @@ def train_fold(
     out_dir: Path,
     checkpoints: Path,
     live: Live,
+    seed_index: int = 0,
 ) -> FoldResult:
-    seed = runtime.seed_everything(
-        exp.environment.seed if exp.environment.seed < 0 else exp.environment.seed + fold
-    )
-    dev = runtime.device(exp.environment)
+    env, t = exp.environment, exp.training
+    name = run_name(fold, seed_index, env.number_of_seeds)
+    # a checkpoint resumes only the same settings on the same rows (a new split reruns this stage too)
+    rows = pd.util.hash_pandas_object(train_frame, index=False).to_numpy().tobytes() + train_targets.tobytes()
+    resolved = f"{config.dump(exp)}# training rows: {hashlib.sha256(rows).hexdigest()}\n"
+    dev = distributed.init(env)
+    main = distributed.is_main()
+    ckpt = checkpoints / name / "last.pt"
+    saved = _load_checkpoint(ckpt, resolved, name)
+    seed = saved["seed"] if saved else _run_seed(env.seed, fold, seed_index)
+    runtime.seed_everything(seed)
     model = problem.model(exp, problem.n_outputs(info)).to(dev)
-    loader = DataLoader(
-        problem.dataset(train_frame, exp, train_targets, seed),
-        batch_size=min(exp.training.batch_size, len(train_frame)),
-        shuffle=True,
-        drop_last=exp.training.drop_last_batch and len(train_frame) > exp.training.batch_size,
-        num_workers=exp.environment.number_of_workers,
-        pin_memory=dev.type == "cuda",
-        generator=torch.Generator().manual_seed(seed),
-    )
-    opt = optimizer(exp, model)
-    steps = len(loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(exp, s, steps))
-    scaler = torch.amp.GradScaler(enabled=exp.environment.mixed_precision_training and dev.type == "cuda")
+    previous.load_weights(model, exp, fold)  # use_previous_experiment_weights (a checkpoint still wins)
     loss_fn = problem.loss(exp)
-    metric_name = exp.prediction.metric
-    metric = problem.metrics()[metric_name]
-    resolved = config.dump(exp)
+    dataset = problem.dataset(train_frame, exp, train_targets, seed)
+    state = _restore(saved, model) if saved else RunState()
+    if not saved:
+        state.batch_size = min(t.batch_size, len(train_frame))
+        if t.automatically_adjust_batch_size:
+            fitted = _fit_batch_size(model, loss_fn, dataset[0], state.batch_size, dev, exp)
+            state.batch_size = distributed.smallest(fitted)
+    loader = _loader(exp, dataset, state.batch_size, dev, seed)
+    opt = optimizer(exp, model)
+    steps = math.ceil(len(loader) / t.grad_accumulation)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(exp, s, steps))
+    scaler = torch.amp.GradScaler(enabled=env.mixed_precision_training and dev.type == "cuda")
+    if saved:
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        for step, key, value in state.history:  # the curves so far, into this run's fresh dvclive folder
+            live.step = step
+            live.log_metric(key, value)
+    metric = problem.metrics()[exp.prediction.metric]
+    files = problem.files(valid_frame, exp) if len(valid_frame) and main else []
+    truth = problem.truth(valid_targets)
+    loop = Loop(
+        loader=loader,
+        loss_fn=loss_fn,
+        opt=opt,
+        sched=sched,
+        scaler=scaler,
+        dev=dev,
+        live=live,
+        prefix=name,
+        seed=seed,
+        metric_name=exp.prediction.metric,
+        greater_is_better=metric.greater_is_better,
+        description=name.replace("/", " "),
+    )
+    if files:
+        loop.validate = lambda net: _score(exp, problem, net, files, truth, metric.fn, dev)
+    if files and t.calculate_train_metric:
+        rows = np.random.default_rng(seed).permutation(len(train_frame))[:TRAIN_METRIC_ROWS]
+        train_files = problem.files(train_frame.iloc[rows], exp)
+        train_truth = problem.truth(train_targets[rows])
+        loop.train_metric = lambda net: _score(exp, problem, net, train_files, train_truth, metric.fn, dev)[0]
+    if main:
+        loop.checkpoint = lambda st: _save_checkpoint(ckpt, model, opt, sched, scaler, st, seed, resolved)
+        live.log_param(f"{name}_seed", seed)
+        live.log_param(f"{name}_batch_size", state.batch_size)
+        live.log_param(f"{name}_train_rows", len(train_frame))
+    log.info(
+        "%s: %d training rows, %d process(es) x %d batches of %d per epoch%s",
+        name,
+        len(train_frame),
+        distributed.world_size(),
+        len(loader),
+        state.batch_size,
+        f", resuming after epoch {state.epoch}" if saved else "",
+    )
+    net = distributed.wrap(model, dev, env.sync_batch_normalization)
+    state = fit(exp, net, loop, state)
 
-    start_epoch = 0
-    ckpt = _checkpoint_path(checkpoints, fold)
-    if ckpt.is_file():
-        state = torch.load(ckpt, map_location=dev, weights_only=True)
-        if state.get("config") == resolved:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["rng"])
-            start_epoch = int(state["epoch"])
-            log.info("fold %d: resuming after epoch %d from %s", fold, start_epoch, ckpt)
-        else:
-            log.info("fold %d: checkpoint %s is from other settings; starting over", fold, ckpt)
+    model = distributed.unwrap(net)
+    if t.save_best_checkpoint and state.best_weights is not None:
+        model.load_state_dict(state.best_weights)
+        score, preds = state.best_score, state.best_predictions
+        log.info("%s: keeping step %d, the best (%s %.4f)", name, state.best_step, loop.metric_name, score)
+    else:
+        score, preds = state.score, state.predictions
+    if main:
+        save_model(model, exp, out_dir / name)
+        if preds is not None and exp.logging.number_of_audios_to_show:
+            insights.log_worst(live, name, exp, info, files, valid_targets, preds)
+    return FoldResult(fold, score, preds, seed)
 
-    files = problem.files(valid_frame, exp) if len(valid_frame) else []
-    preds, score = None, None
-    live.log_param(f"fold{fold}_seed", seed)
-    with Progress(transient=True) as progress:
-        for epoch in range(start_epoch, exp.training.epochs):
+
+def fit(exp: ExperimentBase, model: nn.Module, loop: Loop, state: RunState) -> RunState:
+    """Train from `state` to the last epoch: accumulation, clipping, AMP, validation every evaluation_epochs."""
+    t = exp.training
+    batches = len(loop.loader)
+    total = t.epochs * batches
+    every = max(1, round(t.evaluation_epochs * batches))
+    net = distributed.unwrap(model)
+
+    def record(key: str, value: float) -> None:
+        if distributed.is_main():
+            state.history.append([state.step, f"{loop.prefix}/{key}", float(value)])
+            loop.live.step = state.step
+            loop.live.log_metric(f"{loop.prefix}/{key}", float(value))
+
+    def evaluate() -> None:
+        if loop.validate is None:
+            return
+        score, preds = loop.validate(net)
+        state.score, state.predictions = score, preds
+        record(f"valid/{loop.metric_name}", score)
+        if _better(score, state.best_score, loop.greater_is_better):
+            state.best_score, state.best_step, state.best_predictions = score, state.step, preds
+            if t.save_best_checkpoint:
+                state.best_weights = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        if loop.train_metric is not None:
+            record(f"train/{loop.metric_name}", loop.train_metric(net))
+        log.info("%s step %d: valid %s %.4f", loop.prefix, state.step, loop.metric_name, score)
+
+    if state.step == 0 and t.evaluate_before_training:
+        evaluate()
+    with Progress(transient=True, disable=not distributed.is_main()) as progress:
+        for epoch in range(state.epoch, t.epochs):
+            _start_epoch(loop, epoch)
             model.train()
-            task = progress.add_task(f"fold {fold} epoch {epoch + 1}/{exp.training.epochs}", total=steps)
+            task = progress.add_task(f"{loop.description} epoch {epoch + 1}/{t.epochs}", total=batches)
             total_loss, seen = 0.0, 0
-            for wave, target in loader:
-                wave, target = wave.to(dev, non_blocking=True), target.to(dev, non_blocking=True)
-                with runtime.autocast(dev, exp.environment.mixed_precision_training):
-                    loss = loss_fn(model(wave).float(), target)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if exp.training.gradient_clip > 0:
-                    scaler.unscale_(opt)
-                    nn.utils.clip_grad_norm_(model.parameters(), exp.training.gradient_clip)
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
+            for i, (wave, target) in enumerate(loop.loader):
+                wave, target = wave.to(loop.dev, non_blocking=True), target.to(loop.dev, non_blocking=True)
+                wave, target = augment.mix(wave, target, exp.augmentation)
+                group_start = i - i % t.grad_accumulation
+                group = min(t.grad_accumulation, batches - group_start)  # an epoch's last may be short
+                last = i - group_start + 1 == group
+                sync = contextlib.nullcontext() if last or model is net else model.no_sync()
+                with sync:
+                    with runtime.autocast(loop.dev, exp.environment.mixed_precision_training):
+                        loss = loop.loss_fn(model(wave).float(), target)
+                    loop.scaler.scale(loss / group).backward()
+                if last:
+                    _optimizer_step(exp, net, loop, record)
+                state.step += 1
                 total_loss += loss.item() * len(wave)
                 seen += len(wave)
                 progress.advance(task)
+                if state.step % every == 0 and state.step < total:
+                    evaluate()
+                    model.train()
             progress.remove_task(task)
-            live.step = epoch + 1
-            live.log_metric(f"fold{fold}/train/loss", total_loss / max(seen, 1))
-            live.log_metric(f"fold{fold}/train/learning_rate", opt.param_groups[0]["lr"])
-            if files:
-                preds = _predict(exp, problem, [model], files, dev)
-                score = float(metric.fn(problem.truth(valid_targets), preds))
-                live.log_metric(f"fold{fold}/valid/{metric_name}", score)
-                log.info(
-                    "fold %d epoch %d: loss %.4f, valid %s %.4f",
-                    fold,
-                    epoch + 1,
-                    total_loss / max(seen, 1),
-                    metric_name,
-                    score,
-                )
-            else:
-                log.info("fold %d epoch %d: loss %.4f", fold, epoch + 1, total_loss / max(seen, 1))
-            _save_checkpoint(ckpt, model, opt, sched, epoch + 1, resolved)
-
-    if files and preds is None:  # resumed after the last epoch: predictions were not kept
-        preds = _predict(exp, problem, [model], files, dev)
-        score = float(metric.fn(problem.truth(valid_targets), preds))
-    save_model(model, exp, paths.fold_dir(out_dir, fold))
-    return FoldResult(fold, score, preds)
+            record("train/loss", total_loss / max(seen, 1))
+            record("train/learning_rate", loop.opt.param_groups[0]["lr"])
+            record("train/epoch", epoch + 1)
+            log.info("%s epoch %d: loss %.4f", loop.prefix, epoch + 1, total_loss / max(seen, 1))
+            state.epoch = epoch + 1
+            if state.step == total:
+                evaluate()
+            loop.checkpoint(state)
+    return state
 
 
-def _predict(exp, problem, models, files, dev) -> np.ndarray:
-    return inference.predict_files(
-        models,
-        problem.activate,
-        files,
-        exp.audio.sample_rate,
-        exp.inference_chunk_samples,
-        exp.inference_batch_size,
-        dev,
-        exp.environment.mixed_precision_inference,
-        "validating",
+def _optimizer_step(exp: ExperimentBase, net: nn.Module, loop: Loop, record) -> None:
+    clip, show = exp.training.gradient_clip, exp.logging.log_grad_norm
+    if clip > 0 or show:
+        loop.scaler.unscale_(loop.opt)  # norms and clipping in real units, not AMP-scaled ones
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    if clip > 0:
+        before = nn.utils.clip_grad_norm_(net.parameters(), clip)
+    if show:
+        if clip == 0:
+            before = nn.utils.get_total_norm(grads)
+        after = nn.utils.get_total_norm(grads) if clip > 0 else before
+        record("train/grad_norm", before.item())
+        record("train/grad_norm_clipped", after.item())
+    loop.scaler.step(loop.opt)
+    loop.scaler.update()
+    loop.opt.zero_grad(set_to_none=True)
+    loop.sched.step()
+
+
+def _start_epoch(loop: Loop, epoch: int) -> None:
+    """Every source of randomness restarts from (seed, epoch): an epoch replays the same after a resume."""
+    seed = runtime.epoch_seed(loop.seed, epoch)
+    runtime.seed_everything(seed)
+    if loop.loader.generator is not None:
+        loop.loader.generator.manual_seed(seed)  # the shuffling order and the workers' base seed
+    if isinstance(loop.loader.sampler, DistributedSampler):
+        loop.loader.sampler.set_epoch(epoch)  # it shuffles from (seed, epoch) itself
+    if hasattr(loop.loader.dataset, "set_epoch"):
+        loop.loader.dataset.set_epoch(epoch)
+
+
+def _loader(exp: ExperimentBase, dataset, batch_size: int, dev: torch.device, seed: int) -> DataLoader:
+    t = exp.training
+    n = len(dataset)
+    sampler = None
+    if distributed.active():
+        sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=False)
+        n = len(sampler)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=t.drop_last_batch and n > batch_size,
+        num_workers=exp.environment.number_of_workers,
+        worker_init_fn=runtime.seed_worker,
+        pin_memory=dev.type == "cuda",
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
-def _save_checkpoint(path: Path, model, opt, sched, epoch: int, resolved: str) -> None:
+def _fit_batch_size(model: nn.Module, loss_fn: nn.Module, example, batch_size: int, dev, exp) -> int:
+    """automatically_adjust_batch_size: halve the batch size until a training step fits in memory."""
+    wave, target = example
+    buffers = {k: b.detach().clone() for k, b in model.named_buffers()}  # batch norm statistics: untouched
+
+    def step(size: int) -> None:
+        try:
+            x = wave.unsqueeze(0).repeat(size, *([1] * wave.dim())).to(dev)
+            y = target.unsqueeze(0).repeat(size, *([1] * target.dim())).to(dev)
+            with runtime.autocast(dev, exp.environment.mixed_precision_training):
+                loss = loss_fn(model(x).float(), y)
+            loss.backward()
+        finally:
+            model.zero_grad(set_to_none=True)
+
+    model.train()
+    size = runtime.fit_batch_size(step, batch_size)
+    with torch.no_grad():
+        for k, b in model.named_buffers():
+            b.copy_(buffers[k])
+    if size < batch_size:
+        log.warning("training.batch_size %d does not fit in memory; training with %d", batch_size, size)
+    return size
+
+
+def _better(score: float, best: float | None, greater_is_better: bool) -> bool:
+    if best is None:
+        return True
+    return score > best if greater_is_better else score < best
+
+
+def _run_seed(seed: int, fold: int, seed_index: int) -> int:
+    """Each fold and each of its seeds gets its own seed; -1 draws one (logged, and kept by the checkpoint)."""
+    drawn = runtime.seed_everything(seed) if seed < 0 else seed
+    return int(distributed.broadcast(drawn + fold + 1000 * seed_index if seed >= 0 else drawn))
+
+
+def _score(exp, problem, net, files, truth, fn, dev) -> tuple[float, np.ndarray]:
+    preds = _predict(exp, problem, [net], files, dev)
+    return float(fn(truth, preds)), preds
+
+
+def _predict(exp, problem, models, files, dev) -> np.ndarray:
+    return inference.predict(models, problem.activate, files, exp, dev, "validating")
+
+
+def _load_checkpoint(path: Path, resolved: str, name: str) -> dict | None:
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("config") != resolved:
+        log.info("%s: checkpoint %s is from other settings or rows; starting over", name, path)
+        return None
+    return state
+
+
+def _restore(saved: dict, model: nn.Module) -> RunState:
+    model.load_state_dict(saved["model"])
+    array = lambda t: None if t is None else t.numpy()  # noqa: E731
+    return RunState(
+        epoch=int(saved["epoch"]),
+        step=int(saved["step"]),
+        batch_size=int(saved["batch_size"]),
+        score=saved["score"],
+        predictions=array(saved["predictions"]),
+        best_score=saved["best_score"],
+        best_step=saved["best_step"],
+        best_predictions=array(saved["best_predictions"]),
+        best_weights=saved["best_weights"],
+        history=saved["history"],
+    )
+
+
+def _save_checkpoint(
+    path: Path, model, opt, sched, scaler, state: RunState, seed: int, resolved: str
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    tensor = lambda a: None if a is None else torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
     tmp = path.with_suffix(".tmp")
     torch.save(
         {
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),
-            "rng": torch.get_rng_state(),
-            "epoch": epoch,
+            "scaler": scaler.state_dict(),
+            "epoch": state.epoch,
+            "step": state.step,
+            "batch_size": state.batch_size,
+            "seed": seed,
+            "score": state.score,
+            "predictions": tensor(state.predictions),
+            "best_score": state.best_score,
+            "best_step": state.best_step,
+            "best_predictions": tensor(state.best_predictions),
+            "best_weights": state.best_weights,
+            "history": state.history,
             "config": resolved,
         },
         tmp,
     )
-    tmp.replace(path)
+    tmp.replace(path)  # atomic: a kill leaves the previous checkpoint or this one, never half of one
 
 
 def save_model(model: nn.Module, exp: ExperimentBase, folder: Path) -> None:

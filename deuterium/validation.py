@@ -128,7 +128,9 @@ def validate(exp: ExperimentBase, out_dir: Path) -> dict:
 
 def _frames(exp: ExperimentBase) -> list[FrameSpec]:
     d = exp.dataset
-    specs = [FrameSpec("train", d.train_dataframe, d.data_folder, "required")]
+    specs = []
+    if d.train_dataframe is not None:  # null: inference only
+        specs.append(FrameSpec("train", d.train_dataframe, d.data_folder, "required"))
     if d.validation_dataframe is not None:
         specs.append(FrameSpec("validation", d.validation_dataframe, d.data_folder, "required"))
     if d.test_dataframe is not None:
@@ -288,6 +290,15 @@ def _checks(frame: pd.DataFrame, work: pd.DataFrame, spec: FrameSpec, exp: Exper
         )
         if label_kind == "numeric":
             checks.append(_number_check(frame[column], work, column))
+        elif len(d.label_columns) > 1:  # multi-label classification: one 0/1 column per class
+            checks.append(
+                Check(
+                    f"label '{column}' is 0 or 1",
+                    column,
+                    gxe.ExpectColumnValuesToBeInSet(column=column, value_set=[0, 1]),
+                    "multi-label classification needs 0 or 1 in every label column",
+                )
+            )
 
     for column in split_columns:
         if column in present:

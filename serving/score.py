@@ -77,7 +77,9 @@ def _from_csv(path: Path, column: str, folder: Path) -> list[Item]:
 def _row(name: str, prediction: dict) -> dict:
     if "probabilities" in prediction:
         probs = {f"prob_{label}": p for label, p in prediction["probabilities"].items()}
-        return {"file": name, "label": prediction["label"], **probs}
+        # multi-label answers name every chosen class: one cell, joined by ";"
+        label = prediction["label"] if "label" in prediction else ";".join(prediction["labels"])
+        return {"file": name, "label": label, **probs}
     return {"file": name, **prediction["predictions"]}
 
 

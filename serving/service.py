@@ -29,10 +29,11 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, NotRequired
 
+import aiohttp
 import bentoml
 import numpy as np
 from bentoml.exceptions import BentoMLException
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, with_config
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartParser
 from starlette.responses import JSONResponse
@@ -107,23 +108,59 @@ class WrongMediaType(RequestError):
     error_code = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
 
 
+# Examples for the OpenAPI page (/docs.json, and the Swagger UI at /). OpenAPI 3.0: one `example` each.
+EXAMPLE_CLIP = {"label": "7", "probabilities": {"1": 0.01, "7": 0.96, "9": 0.03}}
+EXAMPLE_ID = {"model": "fsdd-digits", "version": "kx3mdbhvzcfbqaav"}
+EXAMPLE_WAV_BASE64 = (  # 16 samples of a 8 kHz 16-bit mono WAV
+    "UklGRkQAAABXQVZFZm10IBAAAAABAAEAQB8AAIA+AAACABAAZGF0YSAAAAAAACIGxQrEDKMLqQfOAYL7UPZ887nz+PZs/MACaAgBDA=="
+)
+
+
+def _example(value: object) -> dict:
+    return {"json_schema_extra": {"example": value}}
+
+
+@with_config(ConfigDict(**_example(EXAMPLE_CLIP)))
 class ClipPrediction(TypedDict):
     label: NotRequired[str]  # classification: the most probable class
+    labels: NotRequired[list[str]]  # multi-label classification: every class at or above the threshold
     probabilities: NotRequired[dict[str, float]]  # classification: every class
     predictions: NotRequired[dict[str, float]]  # regression: one value per target
 
 
+@with_config(ConfigDict(**_example({**EXAMPLE_ID, **EXAMPLE_CLIP})))
 class Prediction(ClipPrediction):
     model: str
     version: str
 
 
+@with_config(
+    ConfigDict(**_example({**EXAMPLE_ID, "results": [EXAMPLE_CLIP, {**EXAMPLE_CLIP, "label": "1"}]}))
+)
 class BatchPrediction(TypedDict):
     model: str
     version: str
     results: list[ClipPrediction]  # in the order the files were sent
 
 
+@with_config(
+    ConfigDict(
+        **_example(
+            {
+                "status": "ok",
+                **EXAMPLE_ID,
+                "problem_type": "audio_classification",
+                "providers": ["CPUExecutionProvider"],
+                "sample_rate": 8000,
+                "max_seconds": 600.0,
+                "max_upload_bytes": 33554432,
+                "max_batch_files": 32,
+                "labels": [str(d) for d in range(10)],
+                "target_names": ["digit"],
+            }
+        )
+    )
+)
 class Health(TypedDict):
     status: str
     model: str
@@ -138,7 +175,14 @@ class Health(TypedDict):
     target_names: list[str]
 
 
-@bentoml.service(name="AudioModel", workers=1, traffic={"timeout": 300})
+# BentoML's client to a dependency replaces its connection pool every `max_requests` calls (default 100) or
+# `max_age` seconds (300), closing it under the calls still in flight: under concurrent load those fail
+# with ServerDisconnectedError and the client gets a 500 (bentoml/BentoML#4971). One local model process
+# needs no rebalancing, so the pool is kept; `_call_model` retries a dropped call once all the same.
+KEEP_CONNECTIONS = {"max_requests": 10**12, "max_age": 1e9}
+
+
+@bentoml.service(name="AudioModel", workers=1, traffic={"timeout": 300}, runner_connection=KEEP_CONNECTIONS)
 class AudioModel:
     """The ONNX model behind one batchable API: mono arrays at the model's rate in, one prediction each out."""
 
@@ -172,7 +216,10 @@ class AudioService:
         if not data:
             raise RequestError(f"{name}: the file is empty")
         try:
-            return audio_io.load(data, self.pre.sample_rate, name=name, max_seconds=self.pre.max_seconds)
+            channels = self.pre.channels if self.pre.channels > 1 else None  # a multi-channel model
+            return audio_io.load(
+                data, self.pre.sample_rate, name=name, max_seconds=self.pre.max_seconds, channels=channels
+            )
         except AudioError as err:
             raise RequestError(str(err)) from None
 
@@ -213,20 +260,36 @@ class AudioService:
             raise RequestError(f"{name}: NaN or infinite samples")
         return audio_io.resample(samples, sample_rate, self.pre.sample_rate)
 
+    async def _call_model(self, method: str, *args):
+        call = getattr(self.model_service.to_async, method)
+        try:
+            return await call(*args)
+        except aiohttp.ClientConnectionError as err:  # the connection dropped; scoring is idempotent
+            log.warning("model service call %s dropped (%s); retrying once", method, err)
+            return await call(*args)
+
     async def _score(self, waves: list[np.ndarray]) -> list[ClipPrediction]:
-        return await self.model_service.to_async.score(waves)
+        return await self._call_model("score", waves)
 
     @bentoml.api
-    async def predict(self, audio: Path) -> Prediction:
+    async def predict(
+        self, audio: Annotated[Path, Field(description="the audio file (curl -F audio=@clip.wav)")]
+    ) -> Prediction:
         """One audio file in multipart field `audio`: WAV, FLAC, OGG, MP3 (any libsndfile format),
-        any sample rate, channels mixed down to mono."""
+        any sample rate, channels mixed down to mono.
+
+        Example: `curl -F audio=@clip.wav http://localhost:3000/predict`"""
         wave = await asyncio.to_thread(self._decode_file, audio, "audio")
         [result] = await self._score([wave])
         return {**self.identity, **result}
 
     @bentoml.api
-    async def predict_batch(self, audios: list[Path]) -> BatchPrediction:
-        """Several audio files, each in multipart field `audios`; results come back in the same order."""
+    async def predict_batch(
+        self, audios: Annotated[list[Path], Field(description="the audio files, one part each")]
+    ) -> BatchPrediction:
+        """Several audio files, each in multipart field `audios`; results come back in the same order.
+
+        Example: `curl -F audios=@a.wav -F audios=@b.flac http://localhost:3000/predict_batch`"""
         jobs = [asyncio.to_thread(self._decode_file, path, f"audios[{i}]") for i, path in enumerate(audios)]
         decoded = await asyncio.gather(*jobs, return_exceptions=True)
         for d in decoded:
@@ -240,14 +303,30 @@ class AudioService:
     @bentoml.api
     async def predict_waveform(
         self,
-        waveform: list[float] | None = None,
-        waveform_base64: str | None = None,
-        sample_rate: Annotated[int, Field(ge=1, le=MAX_SAMPLE_RATE)] | None = None,
-        audio_base64: str | None = None,
+        waveform: Annotated[
+            list[float] | None,
+            Field(description="mono samples in [-1, 1]", **_example([0.0, 0.01, -0.02, 0.03])),
+        ] = None,
+        waveform_base64: Annotated[
+            str | None,
+            Field(
+                description="the samples as base64 of float32 little-endian",
+                **_example("AAAAAArXIzwK16O8j8L1PA=="),
+            ),
+        ] = None,
+        sample_rate: Annotated[
+            int | None,
+            Field(ge=1, le=MAX_SAMPLE_RATE, description="the samples' rate in Hz", **_example(16000)),
+        ] = None,
+        audio_base64: Annotated[
+            str | None, Field(description="a whole audio file in base64", **_example(EXAMPLE_WAV_BASE64))
+        ] = None,
     ) -> Prediction:
         """Audio as JSON, one of: `waveform`, mono samples as a list of floats, or `waveform_base64`, the
         same as base64 of float32 little-endian, each with its `sample_rate`; or `audio_base64`, a whole
-        audio file (any format /predict takes) in base64."""
+        audio file (any format /predict takes) in base64.
+
+        Example: `{"waveform": [0.0, 0.01, -0.02, 0.03], "sample_rate": 16000}`"""
         wave = await asyncio.to_thread(self._from_json, waveform, waveform_base64, sample_rate, audio_base64)
         [result] = await self._score([wave])
         return {**self.identity, **result}
@@ -259,7 +338,7 @@ class AudioService:
             "status": "ok",
             **self.identity,
             "problem_type": self.pre.problem_type,
-            "providers": await self.model_service.to_async.providers(),
+            "providers": await self._call_model("providers"),
             "sample_rate": self.pre.sample_rate,
             "max_seconds": self.pre.max_seconds,
             "max_upload_bytes": MAX_UPLOAD_BYTES,

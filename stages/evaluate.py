@@ -6,7 +6,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from deuterium import cli, config, evaluation, fitting, inference, io, paths, problems, runtime, splitting
+from deuterium import (
+    audio_params,
+    cli,
+    config,
+    evaluation,
+    fitting,
+    inference,
+    io,
+    paths,
+    problems,
+    runtime,
+    splitting,
+)
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +32,7 @@ def main(
     plots_dir: Path = paths.PLOTS,
 ) -> None:
     exp = config.load(params)
-    problem = problems.get(exp.problem_type)
+    problem = problems.of(exp)
     info = io.read_json(split_dir / paths.DATA_INFO_FILE)
     folds = io.read_frame(split_dir / paths.FOLDS_FILE)
     oof = io.read_frame(models_dir / paths.OOF_FILE)
@@ -38,17 +50,14 @@ def main(
 
     if exp.dataset.test_dataframe is not None:
         test = io.read_frame(exp.dataset.test_dataframe)
-        _, models = fitting.load_models(models_dir, problem, info)
+        model_exp, models = fitting.load_models(models_dir, problem, info)
         dev = runtime.device(exp.environment)
-        preds = inference.predict_files(
+        preds = inference.predict(
             fitting.to_device(models, dev),
-            problem.activate,
+            problems.of(model_exp).activate,  # softmax or sigmoid, as the models were trained
             problem.files(test, exp, exp.dataset.test_data_folder),
-            exp.audio.sample_rate,
-            exp.inference_chunk_samples,
-            exp.inference_batch_size,
+            audio_params.of_models(exp, model_exp),  # the audio settings the models were trained with
             dev,
-            exp.environment.mixed_precision_inference,
             "scoring test data",
         )
         io.write_frame(
@@ -59,6 +68,9 @@ def main(
             targets = problem.encode(test, exp, info)
             report["test"] = evaluation.scores(problem, targets, preds)
             plot_source = (targets, preds)
+
+    if (models_dir / paths.SEEDS_FILE).is_file():  # number_of_seeds > 1: every seed's score, their spread
+        report["seeds"] = io.read_json(models_dir / paths.SEEDS_FILE)
 
     for name, table in (problem.plot(*plot_source, info) if plot_source else {}).items():
         plots_dir.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,7 @@ def main(
     dev = runtime.device(exp.environment)
     pseudo = inference.predict(
         fitting.to_device(models, dev),
-        problem.activate,
+        problems.of(model_exp).activate,  # softmax or sigmoid, as the models were trained
         problem.files(unlabeled, exp),
         audio_params.of_models(exp, model_exp),
         dev,

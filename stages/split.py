@@ -1,18 +1,27 @@
-"""Assign validation folds and record what later stages need to know about the labels."""
+"""Assign validation folds and record what later stages need to know about the labels (and, with
+audio_parameters auto, the audio settings chosen from the training files)."""
 
 import argparse
 from pathlib import Path
 
-from deuterium import cli, config, io, paths, problems, splitting
+import pandas as pd
+
+from deuterium import audio_params, cli, config, io, paths, previous, problems, splitting
 
 
 def main(params: Path = Path("params.yaml"), out_dir: Path = paths.SPLIT) -> None:
     exp = config.load(params)
-    problem = problems.get(exp.problem_type)
-    folds = splitting.assign_folds(
-        io.read_frame(exp.dataset.train_dataframe), exp.dataset, exp.environment.seed
-    )
-    info = {"problem_type": exp.problem_type, **problem.label_info(folds, exp)}
+    problem = problems.of(exp)
+    if exp.dataset.train_dataframe is None:  # inference only: the previous experiment's labels, no rows
+        folds = pd.DataFrame(columns=[splitting.ROW_ID, splitting.FOLD])
+        info = previous.data_info(exp.previous_experiment)
+    else:
+        folds = splitting.assign_folds(
+            io.read_frame(exp.dataset.train_dataframe), exp.dataset, exp.environment.seed
+        )
+        info = {"problem_type": exp.problem_type, **problem.label_info(folds, exp)}
+        if exp.audio.audio_parameters == "auto":
+            info["audio"] = audio_params.choose(problem.files(folds, exp))
     io.write_frame(folds, out_dir / paths.FOLDS_FILE)
     io.write_json(info, out_dir / paths.DATA_INFO_FILE)
 

@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from deuterium import cli, config, fitting, io, paths, problems
+from deuterium import audio_params, cli, config, distributed, fitting, io, paths, previous, problems
 
 
 def main(
@@ -13,8 +13,16 @@ def main(
     checkpoints: Path = paths.CHECKPOINTS,
 ) -> None:
     exp = config.load(params)
-    problem = problems.get(exp.problem_type)
+    if exp.dataset.train_dataframe is None:  # inference only: the previous experiment's models are ours
+        previous.copy_models(exp.previous_experiment, out_dir)
+        (checkpoints / "train").mkdir(parents=True, exist_ok=True)  # a declared output, even when unused
+        return
+    argv = ["--params", params, "--split", split_dir, "--out", out_dir, "--checkpoints", checkpoints]
+    if distributed.relaunch(exp.environment, "stages.train", [str(a) for a in argv]):
+        return  # environment.number_of_gpus > 1: torchrun's processes did the work
+    problem = problems.of(exp)
     info = io.read_json(split_dir / paths.DATA_INFO_FILE)
+    exp = audio_params.resolve(exp, info)
     folds = io.read_frame(split_dir / paths.FOLDS_FILE)
     fitting.fit_folds(
         exp, problem, info, folds, problem.encode(folds, exp, info), out_dir, checkpoints / "train"

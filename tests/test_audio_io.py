@@ -77,3 +77,61 @@ def test_chunks_pad_the_last_piece():
     assert pieces.shape == (3, 1000)
     assert pieces[2, :500].sum() == 500 and pieces[2, 500:].sum() == 0
     assert audio_io.chunks(np.ones(10, dtype=np.float32), 1000).shape == (1, 1000)
+
+
+def _stereo(channels: int) -> bytes:
+    buf = io.BytesIO()
+    waves = [tone(freq=300 + 200 * c) for c in range(channels)]
+    sf.write(buf, np.stack(waves, axis=1), RATE, format="WAV", subtype="FLOAT")
+    return buf.getvalue()
+
+
+def test_channels_one_averages_into_a_channel_axis():
+    data = _stereo(2)
+    wave = audio_io.load(data, RATE, channels=1)
+    assert wave.shape == (1, int(0.5 * RATE))
+    assert np.allclose(wave[0], audio_io.load(data, RATE), atol=1e-6)  # the default: mono, no channel axis
+
+
+def test_more_channels_keep_the_first_ones_and_zero_pad_the_missing():
+    four = audio_io.load(_stereo(4), RATE, channels=2)
+    assert four.shape == (2, int(0.5 * RATE))
+    assert np.allclose(four, np.stack([tone(freq=300), tone(freq=500)]), atol=1e-6)
+    mono = audio_io.load(_stereo(1), RATE, channels=3)
+    assert np.allclose(mono[0], tone(freq=300), atol=1e-6) and not mono[1:].any()
+
+
+def test_channels_survive_resampling():
+    buf = io.BytesIO()
+    sf.write(buf, np.stack([tone(rate=16000, freq=300), tone(rate=16000, freq=900)], axis=1), 16000, format="WAV")
+    wave = audio_io.load(buf.getvalue(), RATE, channels=2)
+    assert wave.shape == (2, int(0.5 * RATE))
+    peaks = [np.argmax(np.abs(np.fft.rfft(w))) * RATE / wave.shape[1] for w in wave]
+    assert abs(peaks[0] - 300) < 10 and abs(peaks[1] - 900) < 10
+
+
+def test_fix_pieces_are_padded_chunks_varying_pieces_are_whole_clips():
+    wave = np.ones(2500, dtype=np.float32)
+    fix = audio_io.pieces(wave, 1000, "fix")
+    assert [len(p) for p in fix] == [1000, 1000, 1000] and fix[2][500:].sum() == 0
+    assert [len(p) for p in audio_io.pieces(wave, 1000, "varying")] == [1000, 1000, 500]  # unpadded
+    assert [len(p) for p in audio_io.pieces(wave, 4000, "varying")] == [2500]  # the whole clip
+    assert [len(p) for p in audio_io.pieces(np.ones(100, np.float32), 4000, "varying", 256)] == [256]
+    stereo = np.ones((2, 2500), dtype=np.float32)
+    assert [p.shape for p in audio_io.pieces(stereo, 1000, "varying")] == [(2, 1000), (2, 1000), (2, 500)]
+    assert audio_io.chunks(stereo, 1000).shape == (3, 2, 1000)
+
+
+def test_piece_averager_batches_equal_shapes_and_averages_per_clip():
+    batches = []
+
+    def run(batch):
+        batches.append(batch.shape)
+        return batch.reshape(len(batch), -1).mean(axis=1, keepdims=True)
+
+    averager = audio_io.PieceAverager(run, batch_size=2)
+    averager.add([np.full(4, 1.0, np.float32), np.full(4, 3.0, np.float32), np.full(2, 5.0, np.float32)])
+    averager.add([np.full(2, 7.0, np.float32)])
+    out = averager.result()
+    assert np.allclose(out[:, 0], [3.0, 7.0])
+    assert sorted(batches) == [(2, 2), (2, 4)]  # never more than batch_size, never mixed lengths

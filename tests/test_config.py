@@ -2,10 +2,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from projects import REPO, merge, tiny_params
 
 from deuterium import config, problems
 from deuterium.errors import ConfigError
-from projects import REPO, merge, tiny_params
 
 
 def parse(overrides: dict, base: dict | None = None):
@@ -78,3 +78,25 @@ def test_resolved_config_round_trips(tmp_path: Path):
     again = config.load(path)
     assert again == exp
     assert yaml.safe_load(path.read_text())["training"]["loss_function"] == "cross_entropy"  # defaults written out
+
+
+def test_export_settings_default_to_a_float32_cpu_graph_and_int8_needs_the_cpu():
+    assert parse({}).export.onnx_device == "cpu" and parse({}).export.int8_quantization is False
+    assert parse({"export": {"int8_quantization": "static"}}).export.int8_quantization == "static"
+    msg = error({"export": {"onnx_device": "gpu", "int8_quantization": "dynamic"}})
+    assert "export" in msg and "onnx_device 'cpu'" in msg
+    msg = error({"export": {"int8_quantization": True}})
+    assert "export.int8_quantization" in msg and "'dynamic'" in msg
+
+
+def test_data_audio_and_prediction_settings_are_checked_against_each_other():
+    assert "data_sample_choice" in error({"dataset": {"data_sample_choice": ["train", "train"]}})
+    assert "data_sample_choice" in error({"dataset": {"data_sample_choice": ["test"]}})
+    assert "audio_channels" in error({"audio": {"audio_channels": 0}})
+    msg = error({"prediction": {"inference_chunk_method": "varying", "inference_chunk_seconds": 2.0}})
+    assert "max_inference_chunk_seconds" in msg
+    exp = parse({"prediction": {"inference_chunk_method": "varying", "max_inference_chunk_seconds": 2.0}})
+    assert exp.inference_chunk_samples == 2 * exp.audio.sample_rate
+    assert "unlabeled_dataframe needs a train_dataframe" in error(
+        {"previous_experiment": "x", "dataset": {"train_dataframe": None, "unlabeled_dataframe": "u.csv"}}
+    )

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from projects import tiny_params
 
 from deuterium import config, problems
 from deuterium.errors import ConfigError
-from projects import tiny_params
 
 REGRESSION = {"problem_type": "audio_regression", "training": {"loss_function": "mse"}, "prediction": {"metric": "MAE"}}
 OVERRIDES = {"audio_classification": {}, "audio_regression": REGRESSION}

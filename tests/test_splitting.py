@@ -1,10 +1,10 @@
 import numpy as np
 import pandas as pd
 import pytest
+from projects import merge, tiny_params
 
 from deuterium import config, splitting
 from deuterium.errors import DataError
-from projects import merge, tiny_params
 
 
 def frame(n=60) -> pd.DataFrame:
@@ -56,7 +56,17 @@ def test_too_few_groups_for_the_folds():
         splitting.assign_folds(frame(), dataset(number_of_folds=7), 1)
 
 
-def test_data_sample_keeps_a_fraction_of_every_fold():
-    folds = splitting.assign_folds(frame(600), dataset(number_of_folds=3, data_sample=0.1), 1)
-    assert len(folds) == 60
-    assert sorted(folds.fold.unique()) == [0, 1, 2]
+@pytest.mark.parametrize("choice", [["train", "validation"], ["train"], ["validation"]])
+def test_data_sample_keeps_a_fraction_of_the_chosen_rows(choice):
+    ds = dataset(number_of_folds=3, data_sample=0.2, data_sample_choice=choice)
+    folds = splitting.assign_folds(frame(3000), ds, 1)
+    assert len(folds) == 3000  # sampled per fold, when training
+    valid = (folds.fold == 0).to_numpy()
+    trains, kept_valid = splitting.sample_fold(folds, ~valid, valid, ds, 1)
+    assert abs(trains.sum() / (~valid).sum() - (0.2 if "train" in choice else 1)) < 0.05
+    assert abs(kept_valid.sum() / valid.sum() - (0.2 if "validation" in choice else 1)) < 0.05
+    # the same rows in every fold: a row's draw does not depend on the fold
+    other = (folds.fold == 1).to_numpy()
+    trains1, _ = splitting.sample_fold(folds, ~other, other, ds, 1)
+    both = ~valid & ~other
+    assert (trains[both] == trains1[both]).all()

@@ -1,4 +1,4 @@
-"""Waveform -> log-mel -> timm backbone (1 input channel) -> pooling -> dropout -> head."""
+"""Waveform -> log-mel (one image channel per audio channel) -> timm backbone -> pooling -> dropout -> head."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from deuterium.models.pooling import Pool
 from deuterium.settings import ArchitectureSettings, AudioSettings
 
 
-def backbone(arch: ArchitectureSettings) -> nn.Module:
+def backbone(arch: ArchitectureSettings, in_chans: int = 1) -> nn.Module:
     if arch.backbone not in timm.list_models():
         close = timm.list_models(f"*{arch.backbone.split('_')[0]}*")[:8]
         raise ConfigError(
@@ -24,7 +24,7 @@ def backbone(arch: ArchitectureSettings) -> nn.Module:
         os.environ["HF_HUB_OFFLINE"] = "1"  # weights come from the local cache or not at all
     try:
         return timm.create_model(
-            arch.backbone, pretrained=arch.pretrained, in_chans=1, num_classes=0, global_pool=""
+            arch.backbone, pretrained=arch.pretrained, in_chans=in_chans, num_classes=0, global_pool=""
         )
     except Exception as err:  # timm/hub raise many types when weights are not cached and there is no network
         if arch.pretrained:
@@ -40,7 +40,7 @@ class AudioModel(nn.Module):
     def __init__(self, audio: AudioSettings, arch: ArchitectureSettings, n_outputs: int):
         super().__init__()
         self.frontend = LogMel(audio)
-        self.backbone = backbone(arch)
+        self.backbone = backbone(arch, audio.audio_channels)
         self.pool = Pool(arch.pool)
         self.dropout = nn.Dropout(arch.dropout)
         self.head = nn.Linear(self.pool.widen(self.backbone.num_features), n_outputs)

@@ -16,25 +16,42 @@ from deuterium.settings import ExperimentBase
 
 
 class AudioClips(Dataset):
-    """Training items: a random crop of `chunk` samples (shorter clips zero-padded) and its target row."""
+    """Training items: a random crop of `chunk` samples (shorter clips zero-padded) and its target row.
 
-    def __init__(self, files: list[Path], targets: np.ndarray, sample_rate: int, chunk: int, seed: int):
+    The randomness of item i comes from (seed, epoch, i) alone, so data-loader workers never repeat
+    each other and a resumed run draws what the killed one would have (the loop calls set_epoch).
+    """
+
+    def __init__(
+        self,
+        files: list[Path],
+        targets: np.ndarray,
+        sample_rate: int,
+        chunk: int,
+        seed: int,
+        channels: int | None = None,  # None: mono [chunk]; else [channels, chunk] (audio_io.fit_channels)
+    ):
         self.files, self.targets = files, targets
-        self.sample_rate, self.chunk = sample_rate, chunk
-        self.rng = np.random.default_rng(seed)
+        self.sample_rate, self.chunk, self.channels = sample_rate, chunk, channels
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int):
-        wave = audio_io.load(self.files[i], self.sample_rate)
-        out = np.zeros(self.chunk, dtype=np.float32)
-        if len(wave) > self.chunk:
-            start = int(self.rng.integers(0, len(wave) - self.chunk + 1))
-            out[:] = wave[start : start + self.chunk]
+        self.rng = np.random.default_rng((self.seed, self.epoch, i))
+        wave = audio_io.load(self.files[i], self.sample_rate, channels=self.channels)
+        length = wave.shape[-1]
+        out = np.zeros((*wave.shape[:-1], self.chunk), dtype=np.float32)
+        if length > self.chunk:
+            start = int(self.rng.integers(0, length - self.chunk + 1))
+            out[:] = wave[..., start : start + self.chunk]
         else:
-            start = int(self.rng.integers(0, self.chunk - len(wave) + 1))
-            out[start : start + len(wave)] = wave
+            start = int(self.rng.integers(0, self.chunk - length + 1))
+            out[..., start : start + length] = wave
         return torch.from_numpy(out), torch.from_numpy(self.targets[i])
 
 
@@ -44,8 +61,9 @@ class AudioProblem(ProblemType):
         return [assets.resolve(folder, name) for name in frame[exp.dataset.audio_column]]
 
     def dataset(self, frame: pd.DataFrame, exp: ExperimentBase, targets: np.ndarray, seed: int) -> Dataset:
+        channels = exp.audio.audio_channels if exp.audio.audio_channels > 1 else None
         return AudioClips(
-            self.files(frame, exp), targets, exp.audio.sample_rate, exp.audio.chunk_samples, seed
+            self.files(frame, exp), targets, exp.audio.sample_rate, exp.audio.chunk_samples, seed, channels
         )
 
     def model(self, exp: ExperimentBase, n_outputs: int) -> AudioModel:

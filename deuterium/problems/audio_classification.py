@@ -1,4 +1,9 @@
-"""Audio classification: one label column of class names; softmax over the classes."""
+"""Audio classification: one label column of class names (softmax over the classes), or several 0/1 label
+columns, one per class (multi-label: a row may have several classes; sigmoid per class).
+
+Which activation the model ends with follows the loss: sigmoid for `bce` and `sigmoid_focal` (and for
+`classification` with several label columns), softmax otherwise; the ONNX graph carries the same one.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import torch
 from sklearn import metrics as skm
 from torch import Tensor, nn
 
+from deuterium import losses
 from deuterium.errors import ConfigError, DataError
 from deuterium.problems.audio import AudioProblem
 from deuterium.problems.base import Metric
@@ -18,11 +24,15 @@ from deuterium.settings import ExperimentBase, PredictionBase, TrainingBase
 
 
 class ClassificationTraining(TrainingBase):
-    loss_function: Literal["cross_entropy", "classification"] = "cross_entropy"
+    loss_function: Literal["cross_entropy", "classification", "bce", "sigmoid_focal", "softmax_focal"] = (
+        "cross_entropy"
+    )
 
 
 class ClassificationPrediction(PredictionBase):
-    metric: Literal["Accuracy", "LogLoss", "F1", "Precision", "Recall", "MCC", "ROC_AUC"] = "Accuracy"
+    metric: Literal["Accuracy", "LogLoss", "F1", "F2", "F05", "Precision", "Recall", "MCC", "ROC_AUC"] = (
+        "Accuracy"
+    )
 
 
 class AudioClassificationSettings(ExperimentBase):
@@ -31,8 +41,15 @@ class AudioClassificationSettings(ExperimentBase):
     prediction: ClassificationPrediction = ClassificationPrediction()
 
 
+THRESHOLD = 0.5  # multi-label: a class is predicted when its probability reaches this
+
+
 def _labels(probs: np.ndarray) -> np.ndarray:
     return probs.argmax(axis=1)
+
+
+def _chosen(probs: np.ndarray) -> np.ndarray:
+    return (probs >= THRESHOLD).astype(int)
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -47,12 +64,36 @@ _METRICS = {
         lambda y, p: skm.log_loss(y, np.clip(p, 1e-7, 1), labels=list(range(p.shape[1]))), False
     ),
     "F1": Metric(lambda y, p: skm.f1_score(y, _labels(p), average="macro", zero_division=0), True),
+    "F2": Metric(lambda y, p: skm.fbeta_score(y, _labels(p), beta=2, average="macro", zero_division=0), True),
+    "F05": Metric(
+        lambda y, p: skm.fbeta_score(y, _labels(p), beta=0.5, average="macro", zero_division=0), True
+    ),
     "Precision": Metric(
         lambda y, p: skm.precision_score(y, _labels(p), average="macro", zero_division=0), True
     ),
     "Recall": Metric(lambda y, p: skm.recall_score(y, _labels(p), average="macro", zero_division=0), True),
     "MCC": Metric(lambda y, p: skm.matthews_corrcoef(y, _labels(p)), True),
     "ROC_AUC": Metric(_auc, True),
+}
+
+# Multi-label: truth is the 0/1 matrix; Accuracy is exact match of the whole row, F/Precision/Recall are
+# macro averages over the classes, LogLoss and MCC are over every (row, class) decision.
+_MULTI_LABEL_METRICS = {
+    "Accuracy": Metric(lambda y, p: skm.accuracy_score(y, _chosen(p)), True),
+    "LogLoss": Metric(
+        lambda y, p: skm.log_loss(y.ravel(), np.clip(p, 1e-7, 1 - 1e-7).ravel(), labels=[0, 1]), False
+    ),
+    "F1": Metric(lambda y, p: skm.f1_score(y, _chosen(p), average="macro", zero_division=0), True),
+    "F2": Metric(lambda y, p: skm.fbeta_score(y, _chosen(p), beta=2, average="macro", zero_division=0), True),
+    "F05": Metric(
+        lambda y, p: skm.fbeta_score(y, _chosen(p), beta=0.5, average="macro", zero_division=0), True
+    ),
+    "Precision": Metric(
+        lambda y, p: skm.precision_score(y, _chosen(p), average="macro", zero_division=0), True
+    ),
+    "Recall": Metric(lambda y, p: skm.recall_score(y, _chosen(p), average="macro", zero_division=0), True),
+    "MCC": Metric(lambda y, p: skm.matthews_corrcoef(y.ravel(), _chosen(p).ravel()), True),
+    "ROC_AUC": Metric(lambda y, p: skm.roc_auc_score(y, p, average="macro"), True),
 }
 
 
@@ -63,10 +104,15 @@ class AudioClassification(AudioProblem):
 
     def _column(self, exp: ExperimentBase) -> str:
         if len(exp.dataset.label_columns) != 1:
-            raise ConfigError("dataset.label_columns: audio_classification takes exactly one label column")
+            raise ConfigError(
+                "dataset.label_columns: single-label classification takes exactly one label column"
+            )
         return exp.dataset.label_columns[0]
 
     def label_info(self, frame: pd.DataFrame, exp: ExperimentBase) -> dict:
+        if self.multi_label(exp):
+            columns = list(exp.dataset.label_columns)
+            return {"labels": columns, "target_names": columns, "multi_label": True}
         classes = sorted({str(v) for v in frame[self._column(exp)].dropna()})
         if len(classes) < 2:
             raise DataError(f"{self._column(exp)}: classification needs at least 2 classes, found {classes}")
@@ -84,26 +130,57 @@ class AudioClassification(AudioProblem):
         return values.map(index).to_numpy()
 
     def encode(self, frame: pd.DataFrame, exp: ExperimentBase, info: dict) -> np.ndarray:
+        if info.get("multi_label"):
+            values = frame[info["labels"]].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32)
+            bad = ~np.isin(values, (0.0, 1.0))
+            if bad.any():
+                row, col = np.argwhere(bad)[0]
+                column = info["labels"][col]
+                value = frame[column].iloc[row]
+                value = value.item() if isinstance(value, np.generic) else value
+                raise DataError(f"{column}: row {row + 1} is {value!r}; multi-label columns hold 0 or 1")
+            return values
         return np.eye(len(info["labels"]), dtype=np.float32)[self.class_index(frame, exp, info)]
 
+    def multi_label(self, exp: ExperimentBase) -> bool:
+        """Whether a row may have several classes at once: several 0/1 label columns, one per class."""
+        return len(exp.dataset.label_columns) > 1
+
+    def sigmoid(self, exp: ExperimentBase) -> bool:
+        """Whether the outputs are independent per-class probabilities (sigmoid) rather than a softmax."""
+        loss = exp.training.loss_function
+        if loss == "classification":
+            return self.multi_label(exp)
+        return loss in ("bce", "sigmoid_focal")
+
     def loss(self, exp: ExperimentBase) -> nn.Module:
-        return nn.CrossEntropyLoss()  # takes the (soft) probability targets from encode/pseudo labels
+        return losses.classification(exp.training.loss_function, self.multi_label(exp))
 
     def activate(self, logits: Tensor) -> Tensor:
+        if self.exp is not None and self.sigmoid(self.exp):
+            return torch.sigmoid(logits)
         return torch.softmax(logits, dim=1)
 
     def metrics(self) -> dict[str, Metric]:
-        return _METRICS
+        return _MULTI_LABEL_METRICS if self.exp is not None and self.multi_label(self.exp) else _METRICS
 
     def truth(self, targets: np.ndarray) -> np.ndarray:
+        if self.exp is not None and self.multi_label(self.exp):
+            return (targets >= THRESHOLD).astype(int)
         return targets.argmax(axis=1)
 
     def prediction_columns(self, preds: np.ndarray, info: dict) -> pd.DataFrame:
         out = pd.DataFrame(preds, columns=[f"prob_{c}" for c in info["labels"]])
-        out.insert(0, "predicted_label", np.asarray(info["labels"])[preds.argmax(axis=1)])
+        labels = np.asarray(info["labels"])
+        if info.get("multi_label"):
+            out.insert(0, "predicted_labels", [";".join(labels[row >= THRESHOLD]) for row in preds])
+        else:
+            out.insert(0, "predicted_label", labels[preds.argmax(axis=1)])
         return out
 
     def plot(self, targets: np.ndarray, preds: np.ndarray, info: dict) -> dict[str, pd.DataFrame]:
+        if info.get("multi_label"):
+            return {}  # a confusion matrix is for one class per row
         names = np.asarray(info["labels"])
         return {
             "confusion": pd.DataFrame(

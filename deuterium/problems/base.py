@@ -24,6 +24,10 @@ class ProblemType:
     Settings: ClassVar[type[ExperimentBase]]
     label_kind: ClassVar[Literal["categorical", "numeric"]]
 
+    def __init__(self, exp: ExperimentBase | None = None):
+        # The experiment it serves (problems.of): what activate, truth and metrics do may depend on it.
+        self.exp = exp
+
     # --- labels -----------------------------------------------------------------
     def label_info(self, frame: pd.DataFrame, exp: ExperimentBase) -> dict:
         """What later stages need to know about the labels (class names...), from the training frame."""

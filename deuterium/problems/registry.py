@@ -8,6 +8,7 @@ from deuterium.errors import ConfigError
 
 if TYPE_CHECKING:
     from deuterium.problems.base import ProblemType
+    from deuterium.settings import ExperimentBase
 
 _REGISTRY: dict[str, type[ProblemType]] = {}
 
@@ -27,10 +28,15 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(name: str) -> ProblemType:
+def get(name: str, exp: ExperimentBase | None = None) -> ProblemType:
     if name not in _REGISTRY:
         raise ConfigError(f"unknown problem_type {name!r}; registered: {', '.join(names())}")
-    return _REGISTRY[name]()
+    return _REGISTRY[name](exp)
+
+
+def of(exp: ExperimentBase) -> ProblemType:
+    """The problem type of `exp`, serving it (multi-label classification differs from single-label)."""
+    return get(exp.problem_type, exp)
 
 
 def settings_models() -> list[type]:

@@ -4,7 +4,6 @@ import json
 
 import pytest
 import yaml
-
 from projects import dvc, make_project
 
 pytestmark = pytest.mark.e2e

@@ -6,6 +6,7 @@ linear -> softmax over 3 labels, exported by torch's dynamo exporter with a dyna
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ import numpy as np
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[2]
+MAX_UPLOAD = 2_000_000  # the served test model's limits
+MAX_FILES = 4
 SAMPLE_RATE = 8000
 LABELS = ["a", "b", "c"]
 PREPROCESSING = {
@@ -76,6 +79,12 @@ def write_audio(
 ) -> Path:
     sf.write(str(path), tone(seconds, rate, channels=channels, **kw), rate, format=fmt, subtype=subtype)
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def bentoml_env(home: Path, **extra: str) -> dict[str, str]:

@@ -3,8 +3,8 @@
 from pathlib import Path
 
 import pytest
-
 from projects import make_project
+
 from deuterium import paths
 
 

@@ -1,0 +1,51 @@
+"""Classification losses by their params.yaml names. Targets are probability rows: one-hot, multi-hot or soft."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torchvision.ops import sigmoid_focal_loss
+
+
+class BCE(nn.Module):
+    """Binary cross-entropy with logits, each class its own yes/no question."""
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(logits, target)
+
+
+class SigmoidFocal(nn.Module):
+    """Focal loss on per-class sigmoids (Lin et al. 2017): easy, confident rows count for little."""
+
+    def __init__(self, gamma: float = 2.0, alpha: float = 0.25):
+        super().__init__()
+        self.gamma, self.alpha = gamma, alpha
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return sigmoid_focal_loss(logits, target, alpha=self.alpha, gamma=self.gamma, reduction="mean")
+
+
+class SoftmaxFocal(nn.Module):
+    """Cross-entropy over the softmax with each class term weighted by (1 - p)^gamma."""
+
+    def __init__(self, gamma: float = 2.0):
+        super().__init__()
+        self.gamma = gamma
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        log_p = torch.log_softmax(logits, dim=1)
+        weight = (1 - log_p.exp()).pow(self.gamma)
+        return -(target * weight * log_p).sum(dim=1).mean()
+
+
+def classification(name: str, multi_label: bool) -> nn.Module:
+    """`classification` is H2O Hydrogen Torch's automatic choice: BCE for multi-label, cross-entropy otherwise."""
+    if name == "classification":
+        name = "bce" if multi_label else "cross_entropy"
+    return {
+        "cross_entropy": nn.CrossEntropyLoss,  # takes the (soft) probability targets as they are
+        "bce": BCE,
+        "sigmoid_focal": SigmoidFocal,
+        "softmax_focal": SoftmaxFocal,
+    }[name]()

@@ -1,0 +1,114 @@
+"""Reduced-precision copies of an exported graph: float16 for a GPU, dynamic INT8 for the CPU.
+
+Both keep the spectrogram front end in float32: a power spectrum overflows float16 (with a 512-point
+Hann window a full-scale constant signal reaches 256² = 65,536 > 65,504) and spans far more decades
+than 8 bits hold.
+Its nodes are found by the module they came from, which torch's exporter records on every node.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from deuterium import scoring
+from deuterium.audio import LogMel
+
+log = logging.getLogger(__name__)
+
+FRONT_END = f"'{LogMel.__module__}.{LogMel.__qualname__}'"  # as it appears in the exporter's class_hierarchy
+HIERARCHY_KEY = "pkg.torch.onnx.class_hierarchy"
+INT8_OPS = ["Conv", "MatMul"]  # of the ops here, those onnxruntime has INT8 kernels for
+
+
+def front_end_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes exported from the spectrogram module (kept float32)."""
+    return [
+        n.name
+        for n in model.graph.node
+        if any(p.key == HIERARCHY_KEY and FRONT_END in p.value for p in n.metadata_props)
+    ]
+
+
+def _without_value_info(model: onnx.ModelProto) -> onnx.ModelProto:
+    # The exporter records the initializers' shapes as value_info too; the quantizer transposes some
+    # weights in place, and onnx's shape inference then fails on the stale shape. It recomputes them all.
+    del model.graph.value_info[:]
+    return model
+
+
+def to_float16(src: Path, dst: Path, keep_float32: list[str]) -> None:
+    """float16 weights and activations except `keep_float32` nodes; inputs and outputs stay float32."""
+    from onnxconverter_common.float16 import convert_float_to_float16
+
+    model = _without_value_info(onnx.load(str(src)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one line per weight rounded to float16's range
+        half = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep_float32)
+    onnx.save(half, str(dst))
+    onnx.checker.check_model(str(dst))
+
+
+def quantize_int8(src: Path, dst: Path, keep_float32: list[str], mode: str, calibration: np.ndarray) -> None:
+    """INT8 copy of every Conv and MatMul but the `keep_float32` nodes.
+
+    dynamic: weights quantized now, activations per batch at run time (ConvInteger, which onnxruntime
+    runs slower than float32 convolutions on x86); static: activation ranges calibrated on
+    `calibration` (waveform chunks), QuantizeLinear/DequantizeLinear pairs that fuse into QLinearConv.
+    """
+    from onnxruntime import quantization as q
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    logging.disable(logging.INFO)  # the quantizer logs a line per tensor on the root logger
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            plain, ready = Path(tmp) / "plain.onnx", Path(tmp) / "ready.onnx"
+            onnx.save(_without_value_info(onnx.load(str(src))), str(plain))
+            # onnxruntime's recommended pre-processing, less the graph optimization that would rename the
+            # nodes to keep; its symbolic shape inference does not follow the STFT op, onnx's own does.
+            quant_pre_process(plain, ready, skip_optimization=True, skip_symbolic_shape=True)
+            common = {"op_types_to_quantize": INT8_OPS, "nodes_to_exclude": keep_float32, "per_channel": True}
+            if mode == "dynamic":
+                q.quantize_dynamic(ready, dst, weight_type=q.QuantType.QInt8, **common)
+            else:
+                q.quantize_static(
+                    ready,
+                    dst,
+                    _Batches(calibration),
+                    quant_format=q.QuantFormat.QDQ,
+                    activation_type=q.QuantType.QUInt8,
+                    weight_type=q.QuantType.QInt8,
+                    **common,
+                )
+    finally:
+        logging.disable(logging.NOTSET)
+    onnx.checker.check_model(str(dst))
+
+
+class _Batches:
+    """onnxruntime's CalibrationDataReader protocol over waveform chunks."""
+
+    def __init__(self, chunks: np.ndarray, batch: int = 16) -> None:
+        self.feeds = iter({scoring.INPUT_NAME: chunks[i : i + batch]} for i in range(0, len(chunks), batch))
+
+    def get_next(self) -> dict | None:
+        return next(self.feeds, None)
+
+
+def ms_per_chunk(session: ort.InferenceSession, chunks: np.ndarray, repeats: int = 5) -> float:
+    """Median milliseconds per chunk of one batched run, after a warm-up run."""
+    feed = {scoring.INPUT_NAME: chunks}
+    session.run([scoring.OUTPUT_NAME], feed)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run([scoring.OUTPUT_NAME], feed)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times)) / len(chunks)

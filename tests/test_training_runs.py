@@ -1,0 +1,180 @@
+"""Training settings shown on real runs: a slice of FSDD, the tiny network, one fold, in-process.
+
+(The loop's arithmetic on a toy model is in tests/test_training_loop.py; torchrun and kill -9 in tests/e2e.)
+"""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from PIL import Image
+from projects import make_project, merge, tiny_params, write_params
+from safetensors.torch import load_file
+
+from deuterium import config, fitting, insights, io, paths, problems, training
+
+BASE = {"dataset": {"selected_folds": [0]}, "logging": {"number_of_audios_to_show": 0}}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    from stages import split
+
+    root = make_project(tmp_path_factory.mktemp("runs"), BASE, git=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        split.main(root / "params.yaml", root / paths.SPLIT)
+    return root
+
+
+class Run:
+    def __init__(self, project: Path, out: Path, overrides: dict):
+        self.params = tiny_params(merge(BASE, overrides))
+        self.exp = config.parse(self.params)
+        self.problem = problems.get(self.exp.problem_type)
+        self.info = io.read_json(project / paths.SPLIT / paths.DATA_INFO_FILE)
+        self.folds = io.read_frame(project / paths.SPLIT / paths.FOLDS_FILE)
+        self.targets = self.problem.encode(self.folds, self.exp, self.info)
+        self.train, self.checkpoints = out / "train", out / "checkpoints"
+
+    def fit(self) -> pd.DataFrame:
+        return fitting.fit_folds(
+            self.exp, self.problem, self.info, self.folds, self.targets, self.train, self.checkpoints
+        )
+
+    def weights(self, name: str = "fold0") -> dict:
+        return load_file(str(self.train / name / paths.MODEL_FILE))
+
+    def curve(self, key: str, name: str = "fold0") -> pd.DataFrame:
+        return pd.read_csv(self.train / "dvclive" / "plots" / "metrics" / name / f"{key}.tsv", sep="\t")
+
+    def logged_params(self) -> dict:
+        return yaml.safe_load((self.train / "dvclive" / "params.yaml").read_text())
+
+    def valid(self) -> tuple[list[Path], np.ndarray]:
+        rows = (self.folds.fold == 0).to_numpy()
+        return self.problem.files(self.folds[rows], self.exp), self.targets[rows]
+
+
+@pytest.fixture
+def run(project, tmp_path, monkeypatch):
+    monkeypatch.chdir(project)  # data paths in the params are relative to the project
+    return lambda overrides, name="run": Run(project, tmp_path / name, overrides)
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_the_same_seed_repeats_a_cpu_run_exactly_whatever_the_workers(run):
+    first = run({"environment": {"seed": 7}}, "first")
+    again = run({"environment": {"seed": 7, "number_of_workers": 2}}, "again")  # and in 2 worker processes
+    other = run({"environment": {"seed": 8}}, "other")
+    oofs = [r.fit() for r in (first, again, other)]
+    assert same(first.weights(), again.weights()) and oofs[0].equals(oofs[1])
+    assert not same(first.weights(), other.weights())
+    assert first.logged_params()["fold0_seed"] == 7
+
+
+def test_a_run_stopped_after_an_epoch_resumes_exactly(run, monkeypatch, caplog):
+    settings = {"training": {"epochs": 2}}
+    whole, resumed = run(settings, "whole"), run(settings, "resumed")
+    save = training._save_checkpoint
+
+    def keep_first_epoch(path, model, opt, sched, scaler, state, seed, resolved):
+        save(path, model, opt, sched, scaler, state, seed, resolved)
+        if state.epoch == 1:
+            target = resumed.checkpoints / "fold0" / "last.pt"  # as a run killed in epoch 2 leaves it
+            target.parent.mkdir(parents=True)
+            shutil.copy(path, target)
+
+    monkeypatch.setattr(training, "_save_checkpoint", keep_first_epoch)
+    whole.fit()
+    monkeypatch.setattr(training, "_save_checkpoint", save)
+    with caplog.at_level("INFO"):
+        resumed.fit()
+    assert "resuming after epoch 1" in caplog.text
+    assert "fold0 epoch 1:" not in caplog.text and "fold0 epoch 2:" in caplog.text
+    assert same(whole.weights(), resumed.weights())
+    assert resumed.curve("train/loss").equals(whole.curve("train/loss"))  # epoch 1's point came back
+    assert len(resumed.curve("valid/Accuracy")) == 2
+
+
+def test_number_of_seeds_trains_and_averages_several_models_per_fold(run, tmp_path):
+    r = run({"environment": {"number_of_seeds": 2}})
+    oof = r.fit()
+    folders = fitting.model_folders(r.train)
+    assert [f.relative_to(r.train).as_posix() for f in folders] == ["fold0/seed0", "fold0/seed1"]
+    _, models = fitting.load_models(r.train, r.problem, r.info)
+    files, targets = r.valid()
+    each = [training._predict(r.exp, r.problem, [m], files, torch.device("cpu")) for m in models]
+    np.testing.assert_allclose(fitting.predictions_from(oof), np.mean(each, axis=0), atol=1e-5)
+
+    report = io.read_json(r.train / paths.SEEDS_FILE)["fold0"]
+    metric = r.problem.metrics()["Accuracy"].fn
+    scores = [metric(r.problem.truth(targets), p) for p in each]
+    assert report["seeds"] == [42, 1042]
+    assert report["Accuracy"] == pytest.approx(scores, abs=1e-6)
+    assert report["std"] == pytest.approx(np.std(scores), abs=1e-6)
+
+    from stages import evaluate
+
+    params = write_params(tmp_path, r.params)
+    evaluate.main(
+        params, Path(paths.SPLIT), r.train, tmp_path / "evaluate", tmp_path / "m.json", tmp_path / "p"
+    )
+    assert io.read_json(tmp_path / "m.json")["seeds"]["fold0"]["std"] == report["std"]
+
+
+def test_train_validation_data_also_trains_on_the_validation_rows(run):
+    r = run({"training": {"train_validation_data": True}})
+    r.fit()
+    assert r.logged_params()["fold0_train_rows"] == len(r.folds)  # 30 without it: fold 1 only
+    assert (r.folds.fold == 1).sum() < len(r.folds)
+
+
+def test_save_best_checkpoint_keeps_the_best_validation(run, caplog):
+    r = run(
+        {
+            "training": {"epochs": 3, "save_best_checkpoint": True, "evaluate_before_training": True},
+            "prediction": {"metric": "LogLoss"},
+        }
+    )
+    with caplog.at_level("INFO"):
+        oof = r.fit()
+    history = r.curve("valid/LogLoss")
+    assert list(history.step) == [0, 1, 2, 3]  # before training, then after each epoch of 1 batch
+    best = history.LogLoss.min()
+    files, targets = r.valid()
+    _, models = fitting.load_models(r.train, r.problem, r.info)
+    preds = training._predict(r.exp, r.problem, models, files, torch.device("cpu"))
+    metric = r.problem.metrics()["LogLoss"].fn
+    assert metric(r.problem.truth(targets), preds) == pytest.approx(best, abs=1e-5)  # the saved weights
+    assert metric(r.problem.truth(targets), fitting.predictions_from(oof)) == pytest.approx(best, abs=1e-5)
+    assert f"keeping step {int(history.step[history.LogLoss.idxmin()])}, the best" in caplog.text
+
+
+def test_logging_and_evaluation_settings_write_their_curves_and_images(run):
+    r = run(
+        {
+            "training": {"batch_size": 7, "evaluation_epochs": 0.5, "calculate_train_metric": True},
+            "logging": {"log_grad_norm": True, "number_of_audios_to_show": 3},
+        }
+    )
+    oof = r.fit()
+    assert list(r.curve("valid/Accuracy").step) == [2, 4]  # 4 batches an epoch: twice
+    assert list(r.curve("train/Accuracy").step) == [2, 4]
+    norms = r.curve("train/grad_norm")
+    assert list(norms.step) == [0, 1, 2, 3] and (norms.grad_norm > 0).all()
+    clipped = r.curve("train/grad_norm_clipped").grad_norm_clipped
+    assert (clipped <= np.minimum(norms.grad_norm, r.exp.training.gradient_clip) + 1e-4).all()
+
+    images = sorted((r.train / "dvclive" / "plots" / "images" / "fold0" / "worst").glob("*.png"))
+    files, targets = r.valid()
+    worst = insights.worst(targets, fitting.predictions_from(oof), 3)
+    assert [p.name.split("_", 1)[1] for p in images] == [files[i].stem + ".png" for i in worst]
+    assert all(Image.open(p).size[0] > 100 for p in images)
