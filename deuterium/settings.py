@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -95,6 +95,11 @@ class AudioSettings(Section):
     min_frequency: float = Field(0.0, ge=0)
     max_frequency: float | None = Field(None, gt=0)
     spectrogram_normalization: Literal["no", "image"] = "image"
+
+    @field_validator("spectrogram_normalization", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: object) -> object:
+        return "no" if value is False else value  # YAML 1.1 reads a bare `no` as false
 
     @model_validator(mode="after")
     def _frequencies(self) -> AudioSettings:

@@ -100,3 +100,10 @@ def test_data_audio_and_prediction_settings_are_checked_against_each_other():
     assert "unlabeled_dataframe needs a train_dataframe" in error(
         {"previous_experiment": "x", "dataset": {"train_dataframe": None, "unlabeled_dataframe": "u.csv"}}
     )
+
+
+def test_a_bare_yaml_no_means_no_normalization(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(tiny_params()).replace("spectrogram_normalization: image", "spectrogram_normalization: no"))
+    assert "spectrogram_normalization: no" in params.read_text()
+    assert config.load(params).audio.spectrogram_normalization == "no"
