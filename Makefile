@@ -25,7 +25,8 @@ repro: install
 	@echo "metrics:      metrics.json  (dvc metrics show; dvc plots show)"
 	@echo "ONNX model:   artifacts/export/model.onnx  (+ preprocessing.json, parity.json)"
 	@echo "bento:        $$(cat artifacts/package/bento.txt)  (bentoml serve $$(cat artifacts/package/bento.txt))"
-	@$(BIN)/dvc metrics show
+	@$(BIN)/python -c "import json; m = json.load(open('metrics.json')); k = m['metric']; \
+	print(f\"{k}: validation {m['validation']['overall'][k]:.4f}\" + (f\", test {m['test'][k]:.4f}\" if 'test' in m else ''))"
 
 test: install
 	$(BIN)/python -m pytest
