@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import math
@@ -144,9 +145,10 @@ def train_fold(
 ) -> FoldResult:
     env, t = exp.environment, exp.training
     name = run_name(fold, seed_index, env.number_of_seeds)
-    # a checkpoint resumes only the same settings on the same rows (a new split reruns this stage too)
+    # a checkpoint resumes only the same settings on the same rows with the same code: DVC reruns
+    # this stage after any of those changed, and then a finished checkpoint must not stand in for it
     rows = pd.util.hash_pandas_object(train_frame, index=False).to_numpy().tobytes() + train_targets.tobytes()
-    resolved = f"{config.dump(exp)}# training rows: {hashlib.sha256(rows).hexdigest()}\n"
+    resolved = f"{config.dump(exp)}# training rows: {hashlib.sha256(rows).hexdigest()}\n# code: {code_fingerprint()}\n"
     dev = distributed.init(env)
     main = distributed.is_main()
     ckpt = checkpoints / name / "last.pt"
@@ -395,12 +397,22 @@ def _predict(exp, problem, models, files, dev) -> np.ndarray:
     return inference.predict(models, problem.activate, files, exp, dev, "validating")
 
 
+@functools.cache
+def code_fingerprint() -> str:
+    """A hash of the library's source: a checkpoint written by other code is not resumed."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for source in sorted(root.rglob("*.py")):
+        digest.update(source.relative_to(root).as_posix().encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()
+
+
 def _load_checkpoint(path: Path, resolved: str, name: str) -> dict | None:
     if not path.is_file():
         return None
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("config") != resolved:
-        log.info("%s: checkpoint %s is from other settings or rows; starting over", name, path)
+        log.info("%s: checkpoint %s is from other settings, rows or code; starting over", name, path)
         return None
     return state
 

@@ -54,3 +54,18 @@ def test_a_killed_repro_resumes_after_its_last_saved_epoch(tmp_path):
     loss = pd.read_csv(curves / "train" / "loss.tsv", sep="\t")
     assert len(loss) == EPOCHS and loss.step.is_monotonic_increasing  # the killed run's epochs kept, once
     assert "changed" not in dvc(root, "status", "train").stdout  # the stage and its lock entry are complete
+
+
+def test_a_code_change_retrains_instead_of_resuming_a_finished_checkpoint(tmp_path):
+    overrides = {"dataset": {"selected_folds": [0]}, "logging": {"number_of_audios_to_show": 0}}
+    root = make_project(tmp_path / "project", overrides)
+    first = dvc(root, "repro", "train", check=False)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    with open(root / "deuterium" / "training.py", "a") as f:  # what a bug fix in the training code does
+        f.write("\n# changed\n")
+    second = dvc(root, "repro", "train", check=False)
+    log = second.stdout + second.stderr
+    assert second.returncode == 0, log[-3000:]
+    assert "Running stage 'train'" in log  # DVC saw the code change
+    assert "resuming" not in log and "starting over" in log  # and the stage really trained again
+    assert "fold0 epoch 1:" in log
