@@ -22,7 +22,6 @@ import logging
 import os
 import platform
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -38,6 +37,8 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
+
+from serving import launch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = 32  # distinct recordings sent round-robin
@@ -160,34 +161,10 @@ def service(model_dir: Path, work: Path) -> Iterator[str]:
     tag = saved.stdout.strip().splitlines()[-1]
     port = _free_port()
     env = _env(home, DEUTERIUM_MODEL_TAG=tag, DEUTERIUM_PROVIDERS="CPUExecutionProvider")
-    log_path = work / "serve.log"
     cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:AudioService"]
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
-    with log_path.open("w") as log_file:
-        proc = subprocess.Popen(
-            cmd, env=env, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        import httpx
-
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:  # not listening yet
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"bentoml serve did not get ready:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.25)
+    with launch.running(cmd, env, ROOT, work / "serve.log", port, timeout=180) as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def drive(url: str, clip_dir: Path, concurrency: int, requests: int, seconds: float, warmup: int) -> dict:

@@ -17,6 +17,17 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 FSDD = REPO / "data" / "fsdd"
+# What a whole run of the pipeline leaves (dvc.yaml's stages, in order).
+PIPELINE_OUTPUTS = [
+    "artifacts/validate/report.json",
+    "artifacts/split/folds.parquet",
+    "artifacts/train/fold0/model.safetensors",
+    "artifacts/pseudo/oof.parquet",
+    "metrics.json",
+    "artifacts/export/model.onnx",
+    "artifacts/export/preprocessing.json",
+    "artifacts/package/bento.txt",
+]
 CODE = ["deuterium", "stages", "serving", "flows", "dvc.yaml", "pyproject.toml"]
 
 # A few seconds of CPU per stage: 2 speakers x 10 digits x 3 takes to train on, a tiny net, 1 epoch.
@@ -39,14 +50,21 @@ def env() -> dict:
 
 def dvc(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=project, env=env(), capture_output=True, text=True, check=check
+        [sys.executable, "-m", "dvc", *args],
+        cwd=project,
+        env=env(),
+        capture_output=True,
+        text=True,
+        check=check,
     )
 
 
 def merge(base: dict, extra: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in extra.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
     return out
 
 
@@ -54,7 +72,9 @@ def tiny_params(overrides: dict | None = None, base: Path = REPO / "params.yaml"
     return merge(merge(yaml.safe_load(base.read_text()), TINY), overrides or {})
 
 
-def slice_fsdd(dest: Path, speakers=("george", "jackson"), train_takes=range(5, 8), test_takes=range(0, 1)) -> None:
+def slice_fsdd(
+    dest: Path, speakers=("george", "jackson"), train_takes=range(5, 8), test_takes=range(0, 1)
+) -> None:
     """Copy a slice of FSDD into dest/data/fsdd with the same layout as the repo's data/fsdd."""
     (dest / "data" / "fsdd" / "recordings").mkdir(parents=True, exist_ok=True)
     for name, takes in (("train", train_takes), ("test", test_takes)):

@@ -58,20 +58,27 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
     return skm.roc_auc_score(y, p, multi_class="ovr", labels=list(range(p.shape[1])))
 
 
+def _decision_metrics(choose) -> dict[str, Metric]:
+    """The metrics computed on decided labels (`choose`: probabilities -> labels), macro-averaged."""
+
+    def macro(score, **kw):
+        return Metric(lambda y, p: score(y, choose(p), average="macro", zero_division=0, **kw), True)
+
+    return {
+        "Accuracy": Metric(lambda y, p: skm.accuracy_score(y, choose(p)), True),
+        "F1": macro(skm.f1_score),
+        "F2": macro(skm.fbeta_score, beta=2),
+        "F05": macro(skm.fbeta_score, beta=0.5),
+        "Precision": macro(skm.precision_score),
+        "Recall": macro(skm.recall_score),
+    }
+
+
 _METRICS = {
-    "Accuracy": Metric(lambda y, p: skm.accuracy_score(y, _labels(p)), True),
+    **_decision_metrics(_labels),
     "LogLoss": Metric(
         lambda y, p: skm.log_loss(y, np.clip(p, 1e-7, 1), labels=list(range(p.shape[1]))), False
     ),
-    "F1": Metric(lambda y, p: skm.f1_score(y, _labels(p), average="macro", zero_division=0), True),
-    "F2": Metric(lambda y, p: skm.fbeta_score(y, _labels(p), beta=2, average="macro", zero_division=0), True),
-    "F05": Metric(
-        lambda y, p: skm.fbeta_score(y, _labels(p), beta=0.5, average="macro", zero_division=0), True
-    ),
-    "Precision": Metric(
-        lambda y, p: skm.precision_score(y, _labels(p), average="macro", zero_division=0), True
-    ),
-    "Recall": Metric(lambda y, p: skm.recall_score(y, _labels(p), average="macro", zero_division=0), True),
     "MCC": Metric(lambda y, p: skm.matthews_corrcoef(y, _labels(p)), True),
     "ROC_AUC": Metric(_auc, True),
 }
@@ -79,19 +86,10 @@ _METRICS = {
 # Multi-label: truth is the 0/1 matrix; Accuracy is exact match of the whole row, F/Precision/Recall are
 # macro averages over the classes, LogLoss and MCC are over every (row, class) decision.
 _MULTI_LABEL_METRICS = {
-    "Accuracy": Metric(lambda y, p: skm.accuracy_score(y, _chosen(p)), True),
+    **_decision_metrics(_chosen),
     "LogLoss": Metric(
         lambda y, p: skm.log_loss(y.ravel(), np.clip(p, 1e-7, 1 - 1e-7).ravel(), labels=[0, 1]), False
     ),
-    "F1": Metric(lambda y, p: skm.f1_score(y, _chosen(p), average="macro", zero_division=0), True),
-    "F2": Metric(lambda y, p: skm.fbeta_score(y, _chosen(p), beta=2, average="macro", zero_division=0), True),
-    "F05": Metric(
-        lambda y, p: skm.fbeta_score(y, _chosen(p), beta=0.5, average="macro", zero_division=0), True
-    ),
-    "Precision": Metric(
-        lambda y, p: skm.precision_score(y, _chosen(p), average="macro", zero_division=0), True
-    ),
-    "Recall": Metric(lambda y, p: skm.recall_score(y, _chosen(p), average="macro", zero_division=0), True),
     "MCC": Metric(lambda y, p: skm.matthews_corrcoef(y.ravel(), _chosen(p).ravel()), True),
     "ROC_AUC": Metric(lambda y, p: skm.roc_auc_score(y, p, average="macro"), True),
 }

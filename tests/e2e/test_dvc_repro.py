@@ -4,20 +4,9 @@ import json
 
 import pytest
 import yaml
-from projects import dvc, make_project
+from projects import PIPELINE_OUTPUTS, dvc, make_project
 
 pytestmark = pytest.mark.e2e
-
-OUTPUTS = [
-    "artifacts/validate/report.json",
-    "artifacts/split/folds.parquet",
-    "artifacts/train/fold0/model.safetensors",
-    "artifacts/pseudo/oof.parquet",
-    "metrics.json",
-    "artifacts/export/model.onnx",
-    "artifacts/export/preprocessing.json",
-    "artifacts/package/bento.txt",
-]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +23,7 @@ def ran(result) -> set[str]:
 
 
 def test_every_stage_writes_its_outputs(project):
-    for out in OUTPUTS:
+    for out in PIPELINE_OUTPUTS:
         assert (project / out).is_file(), out
     metrics = json.loads((project / "metrics.json").read_text())
     assert "Accuracy" in metrics["test"]

@@ -6,22 +6,13 @@ from pathlib import Path
 import pytest
 import yaml
 from flow_support import artifact_of, flow_run_of, git, log_lines_of, task_runs_of
-from projects import dvc
+from projects import PIPELINE_OUTPUTS, dvc
 
 from flows.pipeline import RAN, UNCHANGED, metrics_markdown, pipeline, stage_order
 
 e2e = pytest.mark.e2e  # real dvc, torch and a Prefect server
 
 STAGES = ["validate", "split", "train", "pseudo_label", "evaluate", "export", "package"]
-OUTPUTS = [
-    "artifacts/validate/report.json",
-    "artifacts/split/folds.parquet",
-    "artifacts/train/fold0/model.safetensors",
-    "artifacts/pseudo/oof.parquet",
-    "metrics.json",
-    "artifacts/export/model.onnx",
-    "artifacts/package/bento.txt",
-]
 
 
 @e2e
@@ -31,7 +22,7 @@ def test_every_stage_runs_as_a_task_in_dag_order(piped):
     assert stage_order(project) == STAGES
     assert state.result() == dict.fromkeys(STAGES, RAN)
     assert sorted(task_runs_of(state)) == sorted(STAGES)
-    for out in OUTPUTS:
+    for out in PIPELINE_OUTPUTS:
         assert (project / out).is_file(), out
 
 
