@@ -1,4 +1,5 @@
 # The two commands of the README:  make repro  (install, then run the pipeline)  and  make test.
+# make test-quick: the unit tests alone (no stage runs, no end-to-end runs), for everyday work.
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(abspath $(VENV))/bin
@@ -9,7 +10,7 @@ export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install repro test lint serve clean
+.PHONY: install repro test test-quick lint serve clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +31,9 @@ repro: install
 
 test: install
 	$(BIN)/python -m pytest
+
+test-quick: install
+	$(BIN)/python -m pytest -m "not e2e and not stage"
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

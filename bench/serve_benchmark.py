@@ -79,12 +79,12 @@ def time_calls(fn: Callable[[], object], runs: int, max_seconds: float, warmup: 
 
 def clip_files(exp, n: int = CLIPS) -> list[Path]:
     """Real recordings from the experiment's test (else training) dataframe."""
-    from deuterium import io
+    from deuterium import io, problems
 
     frame_path = exp.dataset.test_dataframe or exp.dataset.train_dataframe
     folder = exp.dataset.test_data_folder if exp.dataset.test_dataframe else exp.dataset.data_folder
     frame = io.read_frame(frame_path).head(n)
-    return [Path(folder) / name for name in frame[exp.dataset.audio_column]]
+    return [Path(folder) / name for name in frame[problems.of(exp).data.column(exp)]]
 
 
 def build(params: Path, out_dir: Path, files: list[Path]):
@@ -120,7 +120,9 @@ def torch_vs_onnx(module, model_dir: Path, chunks: np.ndarray, runs: int = 30) -
         with torch.inference_mode():
             eager = time_calls(lambda tx=tx: module(tx), runs=runs, max_seconds=20)
         ort = time_calls(
-            lambda x=x: session.run([scoring.OUTPUT_NAME], {scoring.INPUT_NAME: x}), runs=runs, max_seconds=20
+            lambda x=x: session.run([scoring.OUTPUT_NAME], {session.get_inputs()[0].name: x}),
+            runs=runs,
+            max_seconds=20,
         )
         e, o = stats(eager), stats(ort)
         rows[str(batch)] = {"torch_eager": e, "onnxruntime": o, "speedup_p50": e["p50_ms"] / o["p50_ms"]}
@@ -161,7 +163,7 @@ def service(model_dir: Path, work: Path) -> Iterator[str]:
     tag = saved.stdout.strip().splitlines()[-1]
     port = _free_port()
     env = _env(home, DEUTERIUM_MODEL_TAG=tag, DEUTERIUM_PROVIDERS="CPUExecutionProvider")
-    cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:AudioService"]
+    cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:Scoring"]
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
     with launch.running(cmd, env, ROOT, work / "serve.log", port, timeout=180) as url:
         yield url
@@ -189,7 +191,7 @@ async def _load(url: str, clips: list[bytes], concurrency: int, requests: int, s
         async def post(i: int) -> tuple[int, float]:
             start = time.perf_counter()
             r = await client.post(
-                "/predict", files={"audio": ("clip.wav", clips[i % len(clips)], "audio/wav")}
+                "/predict", files={"file": ("clip.wav", clips[i % len(clips)], "audio/wav")}
             )
             return r.status_code, time.perf_counter() - start
 
@@ -272,13 +274,10 @@ def run(model_dir: Path | None, params: Path, out: Path | None, quick: bool = Fa
             "exporting %s x %d folds (random weights)", exp.architecture.backbone, len(exp.dataset.folds)
         )
         _, module = build(params, work / "export", files)
-        from deuterium import audio_io
         from deuterium.scoring import Preprocessing
 
-        pre = Preprocessing.read(work / "export" / "preprocessing.json")
-        chunks = np.concatenate(
-            [audio_io.chunks(audio_io.load(f, pre.sample_rate), pre.chunk_samples) for f in files]
-        )
+        decoder = Preprocessing.read(work / "export" / "preprocessing.json").decoder()
+        chunks = np.concatenate([np.stack(decoder.pieces(decoder.load(f))) for f in files])
         log.info("PyTorch eager vs onnxruntime")
         report["torch_vs_onnxruntime"] = torch_vs_onnx(
             module, work / "export", chunks, runs=3 if quick else 30

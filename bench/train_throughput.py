@@ -149,7 +149,7 @@ def main() -> None:
     if args.device:
         exp = with_settings(exp, device=args.device)
     exp = with_settings(exp, mixed_precision_training=False)
-    problem = problems.get(exp.problem_type)
+    problem = problems.of(exp)
     frame = io.read_frame(exp.dataset.train_dataframe)
     info = problem.label_info(frame, exp)
     n_outputs = problem.n_outputs(info)
@@ -171,7 +171,7 @@ def main() -> None:
 
     print(
         f"{exp.architecture.backbone}, batch {exp.training.batch_size}, "
-        f"{exp.audio.training_chunk_seconds} s at {exp.audio.sample_rate} Hz, {dev} "
+        f"{problem.data.name} input {problem.data.preprocessing(exp)}, {dev} "
         f"({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
         f"{batches - args.warmup - 1} measured batches a row"
     )

@@ -1,6 +1,6 @@
 """Batch augmentations, applied in the training loop on the training device (the `augmentation` section).
 
-Mixup (Zhang et al. 2018) on raw waveforms: each clip of the batch is blended with another clip of
+Mixup (Zhang et al. 2018) on the model's input (waveforms, pixels): each clip of the batch is blended with another clip of
 the same batch, x = w * x_i + (1 - w) * x_j, with a weight w ~ Beta(mix_concentration,
 mix_concentration) per clip, and the targets are combined by `mix_target`: `ratio` blends them with
 the same weight; `max` and `min` take the larger or smaller of the two per output (for multi-hot
@@ -13,17 +13,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from deuterium.settings import AugmentationSettings
+from deuterium.settings import MixSettings
 
 
-def mix(wave: Tensor, target: Tensor, aug: AugmentationSettings) -> tuple[Tensor, Tensor]:
-    """(waves [batch, ...], targets [batch, outputs]) -> the mixed pair; unchanged when mix_audio is disabled.
+def mix(wave: Tensor, target: Tensor, aug: MixSettings) -> tuple[Tensor, Tensor]:
+    """(inputs [batch, ...], targets [batch, outputs]) -> the mixed pair; unchanged when mixing is disabled
+    (`mix_audio`, `mix_image`). Integer inputs (uint8 pixels) are blended in float and rounded back.
 
     Draws from torch's global generator (seeded per run) on the CPU, so a seed gives the same mixes on
     any device; the blending runs where the batch is.
     """
-    if aug.mix_audio == "disabled" or len(wave) < 2:
+    if not aug.mixup or len(wave) < 2:
         return wave, target
+    dtype = wave.dtype
+    if not dtype.is_floating_point:
+        wave = wave.float()
     beta = torch.distributions.Beta(aug.mix_concentration, aug.mix_concentration)
     for _ in range(aug.mix_iterations):
         if torch.rand(()).item() >= aug.mix_probability:
@@ -40,4 +44,6 @@ def mix(wave: Tensor, target: Tensor, aug: AugmentationSettings) -> tuple[Tensor
             target = torch.maximum(target, other)
         else:
             target = torch.minimum(target, other)
+    if not dtype.is_floating_point:
+        wave = wave.round().clamp(0, 255).to(dtype)
     return wave, target

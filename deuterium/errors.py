@@ -13,5 +13,9 @@ class DataError(DeuteriumError):
     """A dataframe or an asset file is not usable."""
 
 
-class AudioError(DataError):
+class InputError(DataError):
+    """One input (a file, an upload, a JSON payload) cannot be decoded or is out of bounds: a 4xx answer."""
+
+
+class AudioError(InputError):
     """An audio file or upload cannot be read or is out of bounds."""

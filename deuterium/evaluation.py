@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from deuterium import splitting
-from deuterium.problems.base import ProblemType
+from deuterium.problems import ProblemType
 
 
 def scores(problem: ProblemType, targets: np.ndarray, preds: np.ndarray) -> dict[str, float]:

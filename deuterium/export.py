@@ -1,4 +1,4 @@
-"""Export the fold models as one ONNX graph (waveform in, averaged prediction out) and check it against PyTorch."""
+"""Export the fold models as one ONNX graph (decoded input in, averaged prediction out) and check it against PyTorch."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from deuterium import audio_io, io, paths, scoring
+from deuterium import io, paths, scoring
 from deuterium import precision as precision_tools
 from deuterium.errors import DeuteriumError
-from deuterium.problems.base import ProblemType
+from deuterium.problems import ProblemType
 from deuterium.settings import ExperimentBase, ExportSettings
 
 log = logging.getLogger(__name__)
@@ -30,53 +30,35 @@ class ExportError(DeuteriumError):
 
 
 class ScoringModule(nn.Module):
-    """Raw waveform chunks [batch, samples] (or [batch, channels, samples]) -> activated outputs averaged
-    over the fold models."""
+    """The data type's decoded input [batch, ...] -> activated outputs averaged over the fold models."""
 
     def __init__(self, models: list[nn.Module], problem: ProblemType):
         super().__init__()
         self.models = nn.ModuleList(models)
         self.problem = problem
 
-    def forward(self, waveform: Tensor) -> Tensor:
-        outs = [self.problem.activate(m(waveform)) for m in self.models]
+    def forward(self, x: Tensor) -> Tensor:
+        outs = [self.problem.activate(m(x)) for m in self.models]
         return torch.stack(outs).mean(dim=0)
 
 
-def preprocessing(exp: ExperimentBase, info: dict) -> scoring.Preprocessing:
+def preprocessing(exp: ExperimentBase, problem: ProblemType, info: dict) -> scoring.Preprocessing:
     return scoring.Preprocessing(
         problem_type=exp.problem_type,
+        data_type=problem.data.name,
         experiment_name=exp.experiment_name,
-        sample_rate=exp.audio.sample_rate,
-        chunk_samples=exp.inference_chunk_samples,
         target_names=list(info["target_names"]),
+        input=problem.data.preprocessing(exp),
+        column=problem.data.column(exp),
         labels=list(info.get("labels", [])),
-        channels=exp.audio.audio_channels,
-        chunk_method=exp.prediction.inference_chunk_method,
-        min_samples=exp.audio.stft_window_size,
         multi_label=bool(info.get("multi_label", False)),
     )
 
 
-def to_onnx(
-    module: ScoringModule,
-    chunk: int,
-    path: Path,
-    channels: int = 1,
-    varying: bool = False,
-    min_samples: int = 1,
-) -> None:
-    """Batch is dynamic. Length is fixed at `chunk` (chunk_method fix: the scorer cuts clips into chunks
-    of this size) or, with `varying`, dynamic from min_samples up to `chunk` samples."""
+def to_onnx(module: ScoringModule, example: Tensor, dims: dict, input_name: str, path: Path) -> None:
+    """The batch is dynamic, and the dimensions in `dims` (a length, a height and width)."""
     module.eval()
-    if varying:
-        chunk = max(chunk, min_samples + 1)
-    length = min(chunk, 8 * min_samples) if varying else chunk
-    example = torch.zeros(2, length) if channels == 1 else torch.zeros(2, channels, length)
-    batch = torch.export.Dim("batch", min=1)
-    dims = {0: batch}
-    if varying:
-        dims[example.dim() - 1] = torch.export.Dim("samples", min=min_samples, max=chunk)
+    dims = {0: torch.export.Dim("batch", min=1), **dims}
     path.parent.mkdir(parents=True, exist_ok=True)
     for noisy in ("onnxscript", "onnx_ir", "torch.onnx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -87,9 +69,9 @@ def to_onnx(
             (example,),
             dynamo=True,
             opset_version=OPSET,
-            input_names=[scoring.INPUT_NAME],
+            input_names=[input_name],
             output_names=[scoring.OUTPUT_NAME],
-            dynamic_shapes={"waveform": dims},
+            dynamic_shapes=(dims,),
             verbose=False,
         )
     program.save(str(path))
@@ -98,29 +80,30 @@ def to_onnx(
 
 @dataclasses.dataclass(frozen=True)
 class Reference:
-    """Real clips as the scorer loads them, and the PyTorch models' outputs on them."""
+    """Real inputs as the scorer decodes them, and the PyTorch models' outputs on them."""
 
-    waves: list[np.ndarray]
-    outputs: np.ndarray  # one row per clip, the mean over its chunks
-    chunks: np.ndarray  # every clip's chunks, stacked: the batch the speed figures time
+    inputs: list[np.ndarray]
+    outputs: np.ndarray  # one row per input, the mean over its pieces
+    chunks: (
+        np.ndarray
+    )  # every input's pieces of the first piece's shape, stacked: the batch the speed figures time
 
 
 @torch.no_grad()
-def reference(module: ScoringModule, pre: scoring.Preprocessing, files: list[Path]) -> Reference:
-    channels = pre.channels if pre.channels > 1 else None
-    waves = [audio_io.load(f, pre.sample_rate, channels=channels) for f in files]
-    pieces = [audio_io.pieces(w, pre.chunk_samples, pre.chunk_method, pre.min_samples) for w in waves]
-    # One forward per clip and piece length (varying pieces differ in length; fix ones do not).
+def reference(module: ScoringModule, decoder, files: list[Path]) -> Reference:
+    inputs = [decoder.load(f) for f in files]
+    pieces = [decoder.pieces(x) for x in inputs]
+    # One forward per input and piece shape (varying pieces differ in length; fix ones do not).
     outputs = np.stack(
         [
             np.concatenate(
-                [module(torch.from_numpy(np.stack(same))).numpy() for same in _by_shape(clip)]
+                [module(torch.from_numpy(np.stack(same))).numpy() for same in _by_shape(item)]
             ).mean(0)
-            for clip in pieces
+            for item in pieces
         ]
     )
-    timed = [p for clip in pieces for p in clip if p.shape == pieces[0][0].shape]
-    return Reference(waves, outputs, np.stack(timed))
+    timed = [p for item in pieces for p in item if p.shape == pieces[0][0].shape]
+    return Reference(inputs, outputs, np.stack(timed))
 
 
 def _by_shape(pieces: list[np.ndarray]) -> list[list[np.ndarray]]:
@@ -131,20 +114,20 @@ def _by_shape(pieces: list[np.ndarray]) -> list[list[np.ndarray]]:
 
 
 def parity(ref: Reference, model_dir: Path, tolerance: float) -> dict:
-    """Largest |onnxruntime - PyTorch| over real clips, through the scorer's own loading and chunking."""
+    """Largest |onnxruntime - PyTorch| over real inputs, through the scorer's own decoding and pieces."""
     scorer = scoring.Scorer(model_dir)
-    diff = float(np.abs(scorer.raw(ref.waves) - ref.outputs).max())
+    diff = float(np.abs(scorer.raw(ref.inputs) - ref.outputs).max())
     report = {
         "max_abs_diff": diff,
         "tolerance": tolerance,
-        "clips": len(ref.waves),
+        "clips": len(ref.inputs),
         "opset": OPSET,
         "file_size_bytes": (model_dir / paths.ONNX_FILE).stat().st_size,
         "providers": scorer.providers,
     }
     if not diff <= tolerance:
         raise ExportError(
-            f"ONNX output differs from PyTorch by {diff:.3g} on real clips (tolerance {tolerance:g})"
+            f"ONNX output differs from PyTorch by {diff:.3g} on real inputs (tolerance {tolerance:g})"
         )
     return report
 
@@ -154,7 +137,7 @@ def reduce_precision(
 ) -> dict:
     """Replace model_dir's float32 graph by its float16 (GPU) or INT8 (CPU) copy; how it compares.
 
-    `calibration`: waveform chunks for static INT8 (default: the parity clips' own).
+    `calibration`: input pieces for static INT8 (default: the parity inputs' own).
 
     Reduced precision cannot match PyTorch to 1e-4: the report gives its difference, how often it picks
     the same class, and its speed against float32 on the device it is meant for. Export fails only
@@ -166,7 +149,7 @@ def reduce_precision(
     keep = precision_tools.front_end_nodes(onnx.load(str(full), load_external_data=False))
     if not keep:
         raise ExportError(
-            "the spectrogram front end is not marked in the exported graph, so it cannot be kept float32; "
+            "the front end is not marked in the exported graph, so it cannot be kept float32; "
             "set export.onnx_device: cpu and export.int8_quantization: false (or check torch's exporter)"
         )
     report: dict = {"precision": precision, "float32_file_size_bytes": full.stat().st_size}
@@ -189,9 +172,9 @@ def reduce_precision(
         log.warning("%s graph not checked: %s", precision, report["checked"])
         full.unlink()
         return report
-    out = scorer.raw(ref.waves)
+    out = scorer.raw(ref.inputs)
     if not np.all(np.isfinite(out)):
-        raise ExportError(f"the {precision} graph gives NaN or infinite outputs on real clips")
+        raise ExportError(f"the {precision} graph gives NaN or infinite outputs on real inputs")
     diff = np.abs(out - ref.outputs)
     report |= {
         "checked": f"yes, on {scorer.providers[0]}",
@@ -207,12 +190,12 @@ def reduce_precision(
         report["label_agreement"] = float(np.mean(out.argmax(1) == ref.outputs.argmax(1)))
     if not report["max_abs_diff"] <= report["tolerance"] or report.get("label_agreement", 1.0) < 1.0:
         log.warning(
-            "%s graph: max |diff| %.3g vs PyTorch (tolerance %g), label agreement %s on %d clips",
+            "%s graph: max |diff| %.3g vs PyTorch (tolerance %g), label agreement %s on %d inputs",
             precision,
             report["max_abs_diff"],
             report["tolerance"],
             report.get("label_agreement", "n/a"),
-            len(ref.waves),
+            len(ref.inputs),
         )
     # Speed on the device the copy is for, against float32 on the same device in the same run.
     on = scorer.providers[0]
@@ -241,28 +224,23 @@ def export(
     tolerance: float = 1e-4,
     calibration_files: list[Path] | None = None,
 ) -> dict:
-    """model.onnx, preprocessing.json and parity.json in `out_dir`; `files` are the parity clips,
-    `calibration_files` other clips for static INT8 (default: the parity clips)."""
+    """model.onnx, preprocessing.json and parity.json in `out_dir`; `files` are the parity inputs,
+    `calibration_files` other inputs for static INT8 (default: the parity inputs)."""
     module = ScoringModule([m.cpu().eval() for m in models], problem)
     tmp = out_dir.with_name(out_dir.name + ".partial")
     tmp.mkdir(parents=True, exist_ok=True)
-    pre = preprocessing(exp, info)
-    to_onnx(
-        module,
-        exp.inference_chunk_samples,
-        tmp / paths.ONNX_FILE,
-        pre.channels,
-        pre.chunk_method == "varying",
-        pre.min_samples,
-    )
+    pre = preprocessing(exp, problem, info)
+    decoder = pre.decoder(bounded=False)
+    example, dims = problem.data.example_input(exp)
+    to_onnx(module, example, dims, decoder.input_name, tmp / paths.ONNX_FILE)
     io.write_json(dataclasses.asdict(pre), tmp / paths.PREPROCESSING_FILE)
-    ref = reference(module, pre, files)
+    ref = reference(module, decoder, files)
     report = parity(ref, tmp, tolerance)  # the float32 graph against PyTorch, always
     report |= {"onnx_device": exp.export.onnx_device, "precision": "float32"}
     if exp.export.onnx_device == "gpu" or exp.export.int8_quantization:
         calibration = None
         if exp.export.int8_quantization == "static" and calibration_files:
-            calibration = reference(module, pre, calibration_files).chunks
+            calibration = reference(module, decoder, calibration_files).chunks
         reduced = reduce_precision(ref, tmp, exp.export, calibration)
         report |= {"precision": reduced["precision"], "reduced_precision": reduced}
         report["file_size_bytes"] = (tmp / paths.ONNX_FILE).stat().st_size
@@ -270,7 +248,7 @@ def export(
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     log.info(
-        "ONNX model %s (%s, %.1f MB), float32 parity max |diff| %.2g on %d clips",
+        "ONNX model %s (%s, %.1f MB), float32 parity max |diff| %.2g on %d inputs",
         out_dir / paths.ONNX_FILE,
         report["precision"],
         report["file_size_bytes"] / 1e6,

@@ -15,7 +15,7 @@ from torch import nn
 
 from deuterium import config, distributed, io, paths, splitting
 from deuterium.errors import DataError
-from deuterium.problems.base import ProblemType
+from deuterium.problems import ProblemType
 from deuterium.settings import ExperimentBase
 from deuterium.training import train_fold
 

@@ -1,15 +1,13 @@
-"""The worst validation predictions of a run, as spectrogram images in dvclive (logging.number_of_audios_to_show)."""
+"""The worst validation predictions of a run, as images in dvclive (the data type renders them: a spectrogram,
+the picture itself; `logging.number_of_<noun>s_to_show`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import torch
 from dvclive import Live
 
-from deuterium import audio_io
-from deuterium.audio import LogMel
 from deuterium.settings import ExperimentBase
 
 
@@ -32,6 +30,7 @@ def log_worst(
     live: Live,
     name: str,
     exp: ExperimentBase,
+    problem,
     info: dict,
     files: list[Path],
     targets: np.ndarray,
@@ -43,22 +42,24 @@ def log_worst(
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    mel = LogMel(exp.audio).eval()
+    decoder = problem.decoder(exp)
     single = bool(np.allclose(targets.sum(axis=1), 1))  # one class per row (one-hot or soft pseudo labels)
     names = []
-    for rank, i in enumerate(worst(targets, preds, exp.logging.number_of_audios_to_show)):
-        wave = audio_io.chunks(audio_io.load(files[i], exp.audio.sample_rate), exp.inference_chunk_samples)[0]
-        with torch.no_grad():
-            image = mel(torch.from_numpy(wave)[None])[0, 0].numpy()
+    for rank, i in enumerate(worst(targets, preds, exp.logging.samples_to_show)):
+        image, style = problem.data.render(decoder.load(files[i]), exp)
+        style = dict(style)
+        xlabel, ylabel = style.pop("xlabel", None), style.pop("ylabel", None)
         fig, ax = plt.subplots(figsize=(4, 3), dpi=80)
-        ax.imshow(image, origin="lower", aspect="auto", cmap="magma")
+        ax.imshow(image, **style)
         ax.set_title(
             f"{files[i].name}\ntrue: {_describe(targets[i], info, single, False)}  "
             f"predicted: {_describe(preds[i], info, single, True)}",
             fontsize=8,
         )
-        ax.set_xlabel("frame")
-        ax.set_ylabel("mel bin")
+        if xlabel:
+            ax.set_xlabel(xlabel)
+        if ylabel:
+            ax.set_ylabel(ylabel)
         fig.tight_layout()
         image_name = f"{name}/worst/{rank:02d}_{files[i].stem}.png"
         live.log_image(image_name, fig)

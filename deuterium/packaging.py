@@ -54,14 +54,13 @@ def save_model(model_dir: Path) -> bentoml.Model:
     metadata = {
         "sha256": digest,
         "experiment_name": pre.experiment_name,
-        "sample_rate": pre.sample_rate,
-        "chunk_samples": pre.chunk_samples,
-        "max_seconds": pre.max_seconds,
+        "data_type": pre.data_type,
+        "input": pre.input,
         "labels": pre.labels,
         "target_names": pre.target_names,
         "parity": json.loads(parity_file.read_text()) if parity_file.is_file() else None,
     }
-    labels = {"project": "deuterium", "problem_type": pre.problem_type}
+    labels = {"project": "deuterium", "problem_type": pre.problem_type, "data_type": pre.data_type}
     with bentoml.models.create(name, labels=labels, metadata=metadata) as model:
         for f in files:
             shutil.copyfile(f, Path(model.path) / f.name)

@@ -3,6 +3,8 @@
 from pathlib import Path
 
 ARTIFACTS = Path("artifacts")
+SETTINGS = ARTIFACTS / "settings"
+PREPARE = ARTIFACTS / "prepare"
 VALIDATE = ARTIFACTS / "validate"
 SPLIT = ARTIFACTS / "split"
 TRAIN = ARTIFACTS / "train"
@@ -15,6 +17,7 @@ CHECKPOINTS = ARTIFACTS / "checkpoints"  # persisted between runs for resuming; 
 METRICS = Path("metrics.json")
 PLOTS = Path("plots")
 
+DATA_SETTINGS_FILE = "data.json"
 FOLDS_FILE = "folds.parquet"
 DATA_INFO_FILE = "data_info.json"
 MODEL_FILE = "model.safetensors"

@@ -1,8 +1,8 @@
 """Reduced-precision copies of an exported graph: float16 for a GPU, dynamic INT8 for the CPU.
 
-Both keep the spectrogram front end in float32: a power spectrum overflows float16 (with a 512-point
+Both keep the data type's front end in float32: a power spectrum overflows float16 (with a 512-point
 Hann window a full-scale constant signal reaches 256² = 65,536 > 65,504) and spans far more decades
-than 8 bits hold.
+than 8 bits hold; pixels are resized and normalized before any reduced-precision layer sees them.
 Its nodes are found by the module they came from, which torch's exporter records on every node.
 """
 
@@ -18,22 +18,22 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from deuterium import scoring
-from deuterium.audio import LogMel
+from deuterium import data_types, scoring
 
 log = logging.getLogger(__name__)
 
-FRONT_END = f"'{LogMel.__module__}.{LogMel.__qualname__}'"  # as it appears in the exporter's class_hierarchy
 HIERARCHY_KEY = "pkg.torch.onnx.class_hierarchy"
 INT8_OPS = ["Conv", "MatMul"]  # of the ops here, those onnxruntime has INT8 kernels for
 
 
 def front_end_nodes(model: onnx.ModelProto) -> list[str]:
-    """Names of the nodes exported from the spectrogram module (kept float32)."""
+    """Names of the nodes exported from a data type's front-end module (kept float32)."""
+    # as the front-end classes appear in the exporter's class_hierarchy
+    fronts = [f"'{dt.front_end}'" for dt in data_types.registered().values()]
     return [
         n.name
         for n in model.graph.node
-        if any(p.key == HIERARCHY_KEY and FRONT_END in p.value for p in n.metadata_props)
+        if any(p.key == HIERARCHY_KEY and any(f in p.value for f in fronts) for p in n.metadata_props)
     ]
 
 
@@ -61,7 +61,7 @@ def quantize_int8(src: Path, dst: Path, keep_float32: list[str], mode: str, cali
 
     dynamic: weights quantized now, activations per batch at run time (ConvInteger, which onnxruntime
     runs slower than float32 convolutions on x86); static: activation ranges calibrated on
-    `calibration` (waveform chunks), QuantizeLinear/DequantizeLinear pairs that fuse into QLinearConv.
+    `calibration` (input pieces), QuantizeLinear/DequantizeLinear pairs that fuse into QLinearConv.
     """
     from onnxruntime import quantization as q
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -81,7 +81,7 @@ def quantize_int8(src: Path, dst: Path, keep_float32: list[str], mode: str, cali
                 q.quantize_static(
                     ready,
                     dst,
-                    _Batches(calibration),
+                    _Batches(calibration, onnx.load(str(plain)).graph.input[0].name),
                     quant_format=q.QuantFormat.QDQ,
                     activation_type=q.QuantType.QUInt8,
                     weight_type=q.QuantType.QInt8,
@@ -93,10 +93,10 @@ def quantize_int8(src: Path, dst: Path, keep_float32: list[str], mode: str, cali
 
 
 class _Batches:
-    """onnxruntime's CalibrationDataReader protocol over waveform chunks."""
+    """onnxruntime's CalibrationDataReader protocol over input pieces."""
 
-    def __init__(self, chunks: np.ndarray, batch: int = 16) -> None:
-        self.feeds = iter({scoring.INPUT_NAME: chunks[i : i + batch]} for i in range(0, len(chunks), batch))
+    def __init__(self, chunks: np.ndarray, input_name: str, batch: int = 16) -> None:
+        self.feeds = iter({input_name: chunks[i : i + batch]} for i in range(0, len(chunks), batch))
 
     def get_next(self) -> dict | None:
         return next(self.feeds, None)
@@ -104,7 +104,7 @@ class _Batches:
 
 def ms_per_chunk(session: ort.InferenceSession, chunks: np.ndarray, repeats: int = 5) -> float:
     """Median milliseconds per chunk of one batched run, after a warm-up run."""
-    feed = {scoring.INPUT_NAME: chunks}
+    feed = {session.get_inputs()[0].name: chunks}
     session.run([scoring.OUTPUT_NAME], feed)
     times = []
     for _ in range(repeats):

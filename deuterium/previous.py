@@ -128,7 +128,7 @@ def load_weights(model, exp, fold: int) -> None:
     if not any(k.startswith("backbone.") for k in usable):
         raise ConfigError(
             f"use_previous_experiment_weights: no backbone weights of {folder} fit this model "
-            "(audio.audio_channels or the architecture differ)"
+            "(the data type's input channels or the architecture differ)"
         )
     model.load_state_dict(usable, strict=False)
     log.info(

@@ -73,7 +73,7 @@ def fit_batch_size(try_batch: Callable[[int], None], batch_size: int) -> int:
             if size == 1:
                 raise ConfigError(
                     "out of memory at batch size 1: choose a smaller architecture.backbone or "
-                    "audio.training_chunk_seconds"
+                    "smaller inputs (the data type's size settings)"
                 ) from None
             log.warning("out of memory at batch size %d; trying %d", size, max(1, size // 2))
         # outside the except block, so the traceback no longer holds the failed batch's tensors

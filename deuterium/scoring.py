@@ -1,51 +1,49 @@
-"""Score raw audio with the exported ONNX model. onnxruntime + numpy + soundfile only (no torch).
+"""Score inputs with the exported ONNX model. onnxruntime + numpy + the data type's decoder only (no torch).
 
 The contract (written by the export stage into one folder):
-- model.onnx: input "waveform" float32 [batch, samples] at the model's sample rate
-  ([batch, channels, samples] when `channels` > 1); output "output" float32 [batch, n_outputs]:
-  class probabilities (softmax, or one sigmoid per class when `multi_label`) or the regression
-  values. Fold models are averaged inside the graph.
-- preprocessing.json: what cannot live in the graph (see `Preprocessing`).
-Clips are cut into pieces (audio_io.pieces): `chunk_method` fix, chunks of exactly `chunk_samples`
-(the last zero-padded, the graph's length is fixed); varying, the whole clip up to `chunk_samples`
-and pieces of that length beyond (the graph takes any length). A clip's prediction is the mean
-over its pieces.
+- model.onnx: one input, named by the data type (`waveform` float32 [batch, samples] for audio, `pixels`
+  uint8 [batch, height, width, channels] for images); output "output" float32 [batch, n_outputs]: class
+  probabilities (softmax, or one sigmoid per class when `multi_label`) or the regression values. Fold
+  models are averaged inside the graph.
+- preprocessing.json: what cannot live in the graph (`Preprocessing`); its `input` part is the data
+  type's decoder settings (sample rate, image size, limits...).
+An input is decoded by its data type's `Decoder` and cut into pieces (one piece for an image; chunks of a
+clip); its prediction is the mean over its pieces.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from deuterium import audio_io
+from deuterium import data_types
+from deuterium.data_types import Decoder
 from deuterium.errors import DataError
 
 log = logging.getLogger(__name__)
 
-INPUT_NAME = "waveform"
 OUTPUT_NAME = "output"
 MULTI_LABEL_THRESHOLD = 0.5  # a class is in a multi-label answer when its probability reaches this
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
 class Preprocessing:
     problem_type: str
+    data_type: str
     experiment_name: str
-    sample_rate: int
-    chunk_samples: int
     target_names: list[str]
+    input: dict  # the data type's decoder settings
+    column: str = ""  # the dataframe column that named the files in training (the scorer's CSV default)
     labels: list[str] = field(default_factory=list)  # class names, classification only
-    max_seconds: float = 600.0
-    format_version: int = 1
-    channels: int = 1  # audio channels the model takes (audio_io.fit_channels)
-    chunk_method: str = "fix"  # fix | varying
-    min_samples: int = 1  # varying: a shorter piece is zero-padded to this (the STFT window)
     multi_label: bool = False  # classification: independent per-class probabilities
+    format_version: int = FORMAT_VERSION
 
     @classmethod
     def read(cls, path: Path) -> Preprocessing:
@@ -55,13 +53,21 @@ class Preprocessing:
                 f"{path}: missing; a model folder holds model.onnx and preprocessing.json (stages/export)"
             )
         try:
-            return cls(**json.loads(path.read_text()))
-        except (ValueError, TypeError) as err:  # bad JSON, unknown or missing keys
+            data = json.loads(path.read_text())
+            if data.get("format_version", 1) < FORMAT_VERSION:
+                raise ValueError(f"format_version {data.get('format_version', 1)}; export the model again")
+            pre = cls(**data)
+            data_types.get(pre.data_type)
+            return pre
+        except (ValueError, TypeError, AttributeError, DataError) as err:  # bad JSON, unknown or missing keys
             raise DataError(f"{path}: not a valid preprocessing file ({err})") from None
 
     @property
     def is_classification(self) -> bool:
         return bool(self.labels)
+
+    def decoder(self, bounded: bool = True) -> Decoder:
+        return data_types.get(self.data_type).decoder(self.input, bounded)
 
 
 def session(model_path: Path, providers: list[str] | None = None) -> ort.InferenceSession:
@@ -80,33 +86,65 @@ def session(model_path: Path, providers: list[str] | None = None) -> ort.Inferen
     return sess
 
 
+class PieceAverager:
+    """Runs the pieces of many inputs in batches of equal shape; each input's output is the mean over its pieces.
+
+    The PyTorch predictions (deuterium.inference) and the ONNX scorer both use it, so they batch and
+    average alike.
+    """
+
+    def __init__(self, run: Callable[[np.ndarray], np.ndarray], batch_size: int):
+        self.run, self.batch_size = run, max(1, batch_size)
+        self.pending: dict[tuple, list[tuple[int, np.ndarray]]] = {}
+        self.sums: list[np.ndarray | None] = []
+        self.counts: list[int] = []
+
+    def add(self, pieces: list[np.ndarray]) -> None:
+        item = len(self.sums)
+        self.sums.append(None)
+        self.counts.append(0)
+        for piece in pieces:
+            group = self.pending.setdefault(piece.shape, [])
+            group.append((item, piece))
+            if len(group) >= self.batch_size:
+                self._flush(piece.shape)
+
+    def _flush(self, shape: tuple) -> None:
+        group = self.pending.pop(shape, [])
+        if not group:
+            return
+        out = self.run(np.stack([piece for _, piece in group]))
+        for (item, _), row in zip(group, out, strict=True):
+            row = row.astype(np.float64)
+            self.sums[item] = row if self.sums[item] is None else self.sums[item] + row
+            self.counts[item] += 1
+
+    def result(self) -> np.ndarray:
+        for shape in list(self.pending):
+            self._flush(shape)
+        return np.stack([s / c for s, c in zip(self.sums, self.counts, strict=True)]).astype(np.float32)
+
+
 class Scorer:
     def __init__(self, model_dir: Path | str, providers: list[str] | None = None, batch_size: int = 64):
         model_dir = Path(model_dir)
         self.pre = Preprocessing.read(model_dir / "preprocessing.json")
+        self.decoder = self.pre.decoder()
         self.session = session(model_dir / "model.onnx", providers)
+        self.input_name = self.session.get_inputs()[0].name
         self.batch_size = batch_size
 
     @property
     def providers(self) -> list[str]:
         return self.session.get_providers()
 
-    def shape(self, wave: np.ndarray) -> np.ndarray:
-        """A loaded clip as the model takes it: mono [samples], or [channels, samples] (a mono clip zero-padded)."""
-        if self.pre.channels == 1:
-            return wave if wave.ndim == 1 else wave.mean(axis=0, dtype=np.float32)
-        return audio_io.fit_channels(wave, self.pre.channels)
-
-    def raw(self, waves: list[np.ndarray]) -> np.ndarray:
-        """One output row per clip: the mean of its pieces' outputs."""
-        averager = audio_io.PieceAverager(
-            lambda batch: self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0], self.batch_size
+    def raw(self, inputs: list[np.ndarray]) -> np.ndarray:
+        """One output row per decoded input: the mean of its pieces' outputs."""
+        averager = PieceAverager(
+            lambda batch: self.session.run([OUTPUT_NAME], {self.input_name: batch})[0], self.batch_size
         )
-        for w in waves:
-            pieces = audio_io.pieces(
-                self.shape(w), self.pre.chunk_samples, self.pre.chunk_method, self.pre.min_samples
-            )
-            averager.add(pieces)
+        for x in inputs:
+            averager.add(self.decoder.pieces(x))
         return averager.result()
 
     def format(self, row: np.ndarray) -> dict:
@@ -120,11 +158,8 @@ class Scorer:
             return {"label": self.pre.labels[int(np.argmax(row))], "probabilities": probs}
         return {"predictions": {name: float(v) for name, v in zip(self.pre.target_names, row, strict=True)}}
 
-    def predict(self, waves: list[np.ndarray]) -> list[dict]:
-        return [self.format(row) for row in self.raw(waves)] if waves else []
+    def predict(self, inputs: list[np.ndarray]) -> list[dict]:
+        return [self.format(row) for row in self.raw(inputs)] if inputs else []
 
     def load(self, source: Path | str | bytes, name: str | None = None) -> np.ndarray:
-        channels = self.pre.channels if self.pre.channels > 1 else None
-        return audio_io.load(
-            source, self.pre.sample_rate, name=name, max_seconds=self.pre.max_seconds, channels=channels
-        )
+        return self.decoder.load(source, name)

@@ -1,16 +1,16 @@
 """The sections of params.yaml that every problem type shares (pydantic, unknown keys rejected).
 
-Names follow H2O Hydrogen Torch's experiment settings, in snake_case. A problem type
-subclasses `ExperimentBase` with its own `problem_type` literal and the sections
-whose allowed values differ (loss, metric).
+Names follow H2O Hydrogen Torch's experiment settings, in snake_case. A problem type's settings model is
+`ExperimentBase` put together by deuterium.problems from its data type (its own section, named after it,
+and its dataset, prediction, augmentation and logging keys) and its task (the loss and metric choices).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Section(BaseModel):
@@ -20,7 +20,6 @@ class Section(BaseModel):
 class DatasetSettings(Section):
     train_dataframe: Path | None  # null: no training, score test_dataframe with previous_experiment's models
     data_folder: Path
-    audio_column: str = "audio"
     label_columns: list[str] = Field(min_length=1)
     validation_strategy: Literal["k_fold", "grouped_k_fold", "custom_holdout", "automatic_holdout"] = "k_fold"
     number_of_folds: int = Field(5, ge=2, le=100)
@@ -84,48 +83,6 @@ class DatasetSettings(Section):
         return self.data_folder_test or self.data_folder
 
 
-class AudioSettings(Section):
-    audio_parameters: Literal["auto", "manual"] = "manual"  # auto: see deuterium/audio_params.py
-    audio_channels: int = Field(1, ge=1, le=32)
-    sample_rate: int = Field(16000, ge=1000, le=192000)
-    training_chunk_seconds: float = Field(1.0, gt=0, le=60)
-    stft_window_size: int = Field(512, ge=16)
-    hop_size: int = Field(128, ge=1)
-    mel_frequency_bins: int = Field(64, ge=8, le=512)
-    min_frequency: float = Field(0.0, ge=0)
-    max_frequency: float | None = Field(None, gt=0)
-    spectrogram_normalization: Literal["no", "image"] = "image"
-
-    @field_validator("spectrogram_normalization", mode="before")
-    @classmethod
-    def _yaml_no(cls, value: object) -> object:
-        return "no" if value is False else value  # YAML 1.1 reads a bare `no` as false
-
-    @model_validator(mode="after")
-    def _frequencies(self) -> AudioSettings:
-        manual = sorted(self.model_fields_set - {"audio_parameters", "audio_channels"})
-        if self.audio_parameters == "auto" and manual:
-            raise ValueError(
-                f"audio.audio_parameters 'auto' chooses {', '.join(manual)} from the training files; "
-                "remove them or set audio_parameters: manual"
-            )
-        nyquist = self.sample_rate / 2
-        top = self.max_frequency if self.max_frequency is not None else nyquist
-        if top > nyquist:
-            raise ValueError(
-                f"audio.max_frequency {top} is above the Nyquist frequency {nyquist} of sample_rate"
-            )
-        if self.min_frequency >= top:
-            raise ValueError(f"audio.min_frequency {self.min_frequency} must be below max_frequency {top}")
-        if self.hop_size > self.stft_window_size:
-            raise ValueError("audio.hop_size must not exceed audio.stft_window_size")
-        return self
-
-    @property
-    def chunk_samples(self) -> int:
-        return round(self.training_chunk_seconds * self.sample_rate)
-
-
 class ArchitectureSettings(Section):
     backbone: str = "resnet10t"
     pretrained: bool = False
@@ -134,13 +91,19 @@ class ArchitectureSettings(Section):
 
 
 class TrainingBase(Section):
-    optimizer: Literal["SGD", "Adam", "AdamW", "RMSprop", "Adadelta"] = "AdamW"
+    """The training loop's settings (DeepQ's and Piximi's tuning options; HT's names)."""
+
+    optimizer: Literal["SGD", "Adam", "AdamW", "RMSprop", "Adadelta", "Adagrad"] = "AdamW"
     learning_rate: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # SGD and RMSprop
+    nesterov: bool = True  # SGD
     batch_size: int = Field(32, ge=1)
     epochs: int = Field(10, ge=1)
     schedule: Literal["constant", "cosine", "linear", "step"] = "cosine"
+    step_size_epochs: float = Field(0.0, ge=0)  # step: decay every this many epochs (0: at 1/3 and 2/3)
+    step_decay: float = Field(0.1, gt=0, le=1)  # step: the factor of each decay
     warmup_epochs: float = Field(0.0, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)  # never on biases and normalization layers (timm's groups)
     gradient_clip: float = Field(0.0, ge=0)
     drop_last_batch: bool = True
     differential_learning_rate_layers: list[str] = Field(default_factory=list)
@@ -152,44 +115,40 @@ class TrainingBase(Section):
     evaluate_before_training: bool = False
     calculate_train_metric: bool = False
     train_validation_data: bool = False
+    early_stopping_patience: int = Field(0, ge=0)  # validations without improvement before stopping (0: off)
+    early_stopping_min_delta: float = Field(0.0, ge=0)  # what counts as an improvement of the metric
 
     @model_validator(mode="after")
     def _training_needs(self) -> TrainingBase:
         if len(set(self.differential_learning_rate_layers)) != len(self.differential_learning_rate_layers):
             raise ValueError("training.differential_learning_rate_layers repeats a layer")
-        if self.save_best_checkpoint and self.train_validation_data:
+        if self.train_validation_data and (self.save_best_checkpoint or self.early_stopping_patience):
             raise ValueError(
-                "training.save_best_checkpoint picks an epoch by the validation metric, which "
-                "training.train_validation_data makes meaningless (the validation rows are trained on); "
-                "turn one of them off"
+                "training.save_best_checkpoint and early_stopping_patience judge by the validation metric, "
+                "which training.train_validation_data makes meaningless (the validation rows are trained "
+                "on); turn one of them off"
             )
+        if self.step_size_epochs and self.schedule != "step":
+            raise ValueError("training.step_size_epochs is for schedule 'step'")
         return self
 
 
 class PredictionBase(Section):
     batch_size_inference: int = Field(0, ge=0)
-    inference_chunk_method: Literal["fix", "varying"] = "fix"
-    inference_chunk_seconds: float | None = Field(None, gt=0, le=600)  # fix: chunk length
-    max_inference_chunk_seconds: float = Field(600.0, gt=0, le=600)  # varying: longest piece
-
-    @model_validator(mode="after")
-    def _chunk_method(self) -> PredictionBase:
-        if self.inference_chunk_method == "varying" and self.inference_chunk_seconds is not None:
-            raise ValueError(
-                "prediction.inference_chunk_seconds is for inference_chunk_method 'fix'; "
-                "'varying' takes max_inference_chunk_seconds"
-            )
-        return self
 
 
-class AugmentationSettings(Section):
-    """Mixing whole training clips within a batch (deuterium/augment.py)."""
+class MixSettings(Section):
+    """Mixing whole training samples within a batch (deuterium/augment.py); a data type names the switch
+    (`mix_audio`, `mix_image`) and adds its own augmentations."""
 
-    mix_audio: Literal["disabled", "mixup"] = "disabled"
     mix_target: Literal["ratio", "min", "max"] = "ratio"
     mix_concentration: float = Field(1.0, gt=0, le=100)  # Beta(c, c) draws the mixing weight
     mix_probability: float = Field(1.0, ge=0, le=1)  # of mixing a batch
     mix_iterations: int = Field(1, ge=1, le=16)  # mixes applied to the same batch, one after another
+
+    @property
+    def mixup(self) -> bool:
+        return any(getattr(self, k) == "mixup" for k in type(self).model_fields if k.startswith("mix_"))
 
 
 class EnvironmentSettings(Section):
@@ -203,17 +162,21 @@ class EnvironmentSettings(Section):
     sync_batch_normalization: bool = False
 
 
-class LoggingSettings(Section):
+class LoggingBase(Section):
     log_grad_norm: bool = False
-    number_of_audios_to_show: int = Field(10, ge=0, le=1000)
+
+    @property
+    def samples_to_show(self) -> int:
+        """The data type's `number_of_<noun>s_to_show`: worst validation samples logged as images."""
+        return next((getattr(self, k) for k in type(self).model_fields if k.endswith("_to_show")), 0)
 
 
 class ExportSettings(Section):
-    """The deployed ONNX graph. The spectrogram front end always stays float32 (power spectra overflow float16)."""
+    """The deployed ONNX graph. The data type's front end always stays float32 (power spectra overflow float16)."""
 
     onnx_device: Literal["cpu", "gpu"] = "cpu"  # gpu: float16 weights and activations, float32 in and out
     # cpu only. dynamic: weights INT8, activations quantized per batch (no data needed; ConvInteger is slow);
-    # static: activations calibrated on training clips (QDQ), the fast INT8 path for convolutions.
+    # static: activations calibrated on training rows (QDQ), the fast INT8 path for convolutions.
     int8_quantization: Literal[False, "dynamic", "static"] = False
 
     @model_validator(mode="after")
@@ -225,16 +188,40 @@ class ExportSettings(Section):
         return self
 
 
+class PrepareSettings(BaseModel):
+    """The `prepare` section of params.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    recipe: Literal["none", "mnist_idx"] = "none"
+    source: Path | None = None  # the folder with the recipe's original files
+    max_rows: int | None = Field(None, ge=1)  # per split, for quick runs; None: all
+
+    @model_validator(mode="after")
+    def _source_matches_recipe(self) -> PrepareSettings:
+        if self.recipe == "none" and self.source is not None:
+            raise ValueError(
+                "prepare.source: recipe none reads nothing; remove prepare.source or set a recipe"
+            )
+        if self.recipe != "none" and self.source is None:
+            raise ValueError(
+                f"prepare.source: required with recipe {self.recipe} (the folder with its files)"
+            )
+        return self
+
+
 class ExperimentBase(Section):
+    """What every problem type has. deuterium.problems adds `problem_type`, the data type's section and
+    the task's and data type's versions of dataset, training, prediction, augmentation and logging."""
+
     experiment_name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=63)
     dataset: DatasetSettings
-    audio: AudioSettings = AudioSettings()
     architecture: ArchitectureSettings = ArchitectureSettings()
     environment: EnvironmentSettings = EnvironmentSettings()
-    logging: LoggingSettings = LoggingSettings()
-    augmentation: AugmentationSettings = AugmentationSettings()
     previous_experiment: Path | None = None  # a trained model folder; see deuterium/previous.py
     use_previous_experiment_weights: bool = False
+    export: ExportSettings = ExportSettings()
+    prepare: PrepareSettings = PrepareSettings()  # read by the prepare stage alone
 
     @model_validator(mode="after")
     def _previous_needs(self) -> ExperimentBase:
@@ -250,16 +237,19 @@ class ExperimentBase(Section):
                 )
         return self
 
-    export: ExportSettings = ExportSettings()
+    data_section: ClassVar[str] = ""  # the name of the data type's section, set by deuterium.problems
+    data_checks: ClassVar[tuple] = ()  # the data type's checks across sections, set by deuterium.problems
+
+    @model_validator(mode="after")
+    def _data_type_needs(self) -> ExperimentBase:
+        for check in self.data_checks:
+            check(self)
+        return self
 
     @property
-    def inference_chunk_samples(self) -> int:
-        """fix: the length of every chunk; varying: the longest piece a clip is cut into."""
-        pred = self.prediction  # type: ignore[attr-defined]
-        if pred.inference_chunk_method == "varying":
-            return round(pred.max_inference_chunk_seconds * self.audio.sample_rate)
-        seconds = pred.inference_chunk_seconds or self.audio.training_chunk_seconds
-        return round(seconds * self.audio.sample_rate)
+    def data(self) -> Section:
+        """The data type's own section of params.yaml."""
+        return getattr(self, self.data_section)
 
     @property
     def inference_batch_size(self) -> int:

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from deuterium import augment, config, distributed, inference, insights, io, paths, previous, runtime
 from deuterium.errors import ConfigError
-from deuterium.problems.base import ProblemType
+from deuterium.problems import ProblemType
 from deuterium.settings import ExperimentBase
 
 log = logging.getLogger(__name__)
@@ -47,10 +47,9 @@ def run_name(fold: int, seed_index: int = 0, number_of_seeds: int = 1) -> str:
 
 
 def param_groups(model: nn.Module, exp: ExperimentBase) -> list[dict]:
-    """All parameters at learning_rate, except differential_learning_rate_layers at differential_learning_rate."""
+    """All parameters at learning_rate, except differential_learning_rate_layers at differential_learning_rate;
+    weight decay on neither biases nor normalization weights (timm's rule: no decay for 0- and 1-d tensors)."""
     t = exp.training
-    if not t.differential_learning_rate_layers:
-        return [{"params": list(model.parameters())}]
     special: dict[int, nn.Parameter] = {}
     for name in t.differential_learning_rate_layers:
         try:
@@ -62,21 +61,45 @@ def param_groups(model: nn.Module, exp: ExperimentBase) -> list[dict]:
                 f"its layers are {layers} (sub-layers with dots, e.g. backbone.conv1)"
             ) from None
         special.update((id(p), p) for p in layer.parameters())
-    rest = [p for p in model.parameters() if id(p) not in special]
-    return [{"params": rest}, {"params": list(special.values()), "lr": t.differential_learning_rate}]
+    groups = []
+    for params, lr in (
+        ([p for p in model.parameters() if id(p) not in special], None),
+        (list(special.values()), t.differential_learning_rate),
+    ):
+        decay = [p for p in params if p.ndim > 1]
+        flat = [p for p in params if p.ndim <= 1]
+        for part, wd in ((decay, t.weight_decay), (flat, 0.0)):
+            if part:
+                groups.append({"params": part, "weight_decay": wd, **({"lr": lr} if lr is not None else {})})
+    return groups
+
+
+TIMM_OPTIMIZERS = {
+    "Adam": "adam",
+    "AdamW": "adamw",
+    "RMSprop": "rmsprop",
+    "Adadelta": "adadelta",
+    "Adagrad": "adagrad",
+}
 
 
 def optimizer(exp: ExperimentBase, model: nn.Module) -> torch.optim.Optimizer:
+    """timm's optimizer factory over our parameter groups (SGD: `sgd` is Nesterov momentum, `momentum` plain)."""
+    from timm.optim import create_optimizer_v2
+
     t = exp.training
-    kwargs = {"lr": t.learning_rate, "weight_decay": t.weight_decay}
-    groups = param_groups(model, exp)
-    if t.optimizer == "SGD":
-        return torch.optim.SGD(groups, momentum=0.9, nesterov=True, **kwargs)
-    return getattr(torch.optim, t.optimizer)(groups, **kwargs)
+    name = ("sgd" if t.nesterov else "momentum") if t.optimizer == "SGD" else TIMM_OPTIMIZERS[t.optimizer]
+    extra = {"momentum": t.momentum} if t.optimizer in ("SGD", "RMSprop") else {}
+    return create_optimizer_v2(
+        param_groups(model, exp), opt=name, lr=t.learning_rate, weight_decay=0.0, **extra
+    )
 
 
 def lr_factor(exp: ExperimentBase, step: int, steps_per_epoch: int) -> float:
-    """Linear warmup over warmup_epochs, then the schedule over the remaining steps."""
+    """Linear warmup over warmup_epochs, then the schedule over the remaining steps.
+
+    step: multiplied by step_decay every step_size_epochs epochs (counted from the start of training), or
+    at 1/3 and 2/3 of the steps after warmup when step_size_epochs is 0."""
     t = exp.training
     total = max(1, t.epochs * steps_per_epoch)
     warmup = round(t.warmup_epochs * steps_per_epoch)
@@ -88,7 +111,9 @@ def lr_factor(exp: ExperimentBase, step: int, steps_per_epoch: int) -> float:
     if t.schedule == "linear":
         return max(0.0, 1 - progress)
     if t.schedule == "step":
-        return 0.1 ** int(progress * 3)  # three equal phases: 1, 0.1, 0.01
+        if t.step_size_epochs:
+            return t.step_decay ** int(step / (t.step_size_epochs * steps_per_epoch) + 1e-9)
+        return t.step_decay ** int(progress * 3)  # three equal phases: 1, decay, decay²
     return 1.0
 
 
@@ -106,6 +131,8 @@ class RunState:
     best_predictions: np.ndarray | None = None
     best_weights: dict[str, torch.Tensor] | None = None  # kept with save_best_checkpoint
     history: list[list] = field(default_factory=list)  # [step, name, value] as logged; replayed on resume
+    stale: int = 0  # validations since the metric last improved by more than early_stopping_min_delta
+    stopped: bool = False  # early stopping ended the run
 
 
 @dataclass
@@ -227,8 +254,8 @@ def train_fold(
         score, preds = state.score, state.predictions
     if main:
         save_model(model, exp, out_dir / name)
-        if preds is not None and exp.logging.number_of_audios_to_show:
-            insights.log_worst(live, name, exp, info, files, valid_targets, preds)
+        if preds is not None and exp.logging.samples_to_show:
+            insights.log_worst(live, name, exp, problem, info, files, valid_targets, preds)
     return FoldResult(fold, score, preds, seed)
 
 
@@ -252,6 +279,23 @@ def fit(exp: ExperimentBase, model: nn.Module, loop: Loop, state: RunState) -> R
         score, preds = loop.validate(net)
         state.score, state.predictions = score, preds
         record(f"valid/{loop.metric_name}", score)
+        improved = state.best_score is None or _better(
+            score,
+            state.best_score + (1 if loop.greater_is_better else -1) * t.early_stopping_min_delta,
+            loop.greater_is_better,
+        )
+        state.stale = 0 if improved else state.stale + 1
+        if t.early_stopping_patience and state.stale >= t.early_stopping_patience:
+            state.stopped = True
+            record("train/early_stopped", 1)
+            log.info(
+                "%s step %d: early stopping, %s has not improved by more than %g in %d validations",
+                loop.prefix,
+                state.step,
+                loop.metric_name,
+                t.early_stopping_min_delta,
+                state.stale,
+            )
         if _better(score, state.best_score, loop.greater_is_better):
             state.best_score, state.best_step, state.best_predictions = score, state.step, preds
             if t.save_best_checkpoint:
@@ -260,6 +304,8 @@ def fit(exp: ExperimentBase, model: nn.Module, loop: Loop, state: RunState) -> R
             record(f"train/{loop.metric_name}", loop.train_metric(net))
         log.info("%s step %d: valid %s %.4f", loop.prefix, state.step, loop.metric_name, score)
 
+    if state.stopped:
+        return state  # a resumed run that early stopping had ended
     if state.step == 0 and t.evaluate_before_training:
         evaluate()
     with Progress(transient=True, disable=not distributed.is_main()) as progress:
@@ -268,26 +314,28 @@ def fit(exp: ExperimentBase, model: nn.Module, loop: Loop, state: RunState) -> R
             model.train()
             task = progress.add_task(f"{loop.description} epoch {epoch + 1}/{t.epochs}", total=batches)
             total_loss, seen = 0.0, 0
-            for i, (wave, target) in enumerate(loop.loader):
-                wave, target = wave.to(loop.dev, non_blocking=True), target.to(loop.dev, non_blocking=True)
-                wave, target = augment.mix(wave, target, exp.augmentation)
+            for i, (x, target) in enumerate(loop.loader):
+                x, target = x.to(loop.dev, non_blocking=True), target.to(loop.dev, non_blocking=True)
+                x, target = augment.mix(x, target, exp.augmentation)
                 group_start = i - i % t.grad_accumulation
                 group = min(t.grad_accumulation, batches - group_start)  # an epoch's last may be short
                 last = i - group_start + 1 == group
                 sync = contextlib.nullcontext() if last or model is net else model.no_sync()
                 with sync:
                     with runtime.autocast(loop.dev, exp.environment.mixed_precision_training):
-                        loss = loop.loss_fn(model(wave).float(), target)
+                        loss = loop.loss_fn(model(x).float(), target)
                     loop.scaler.scale(loss / group).backward()
                 if last:
                     _optimizer_step(exp, net, loop, record)
                 state.step += 1
-                total_loss += loss.item() * len(wave)
-                seen += len(wave)
+                total_loss += loss.item() * len(x)
+                seen += len(x)
                 progress.advance(task)
                 if state.step % every == 0 and state.step < total:
                     evaluate()
                     model.train()
+                    if state.stopped:
+                        break
             progress.remove_task(task)
             record("train/loss", total_loss / max(seen, 1))
             record("train/learning_rate", loop.opt.param_groups[0]["lr"])
@@ -297,6 +345,8 @@ def fit(exp: ExperimentBase, model: nn.Module, loop: Loop, state: RunState) -> R
             if state.step == total:
                 evaluate()
             loop.checkpoint(state)
+            if state.stopped:
+                break
     return state
 
 
@@ -353,12 +403,12 @@ def _loader(exp: ExperimentBase, dataset, batch_size: int, dev: torch.device, se
 
 def _fit_batch_size(model: nn.Module, loss_fn: nn.Module, example, batch_size: int, dev, exp) -> int:
     """automatically_adjust_batch_size: halve the batch size until a training step fits in memory."""
-    wave, target = example
+    sample, target = example
     buffers = {k: b.detach().clone() for k, b in model.named_buffers()}  # batch norm statistics: untouched
 
     def step(size: int) -> None:
         try:
-            x = wave.unsqueeze(0).repeat(size, *([1] * wave.dim())).to(dev)
+            x = sample.unsqueeze(0).repeat(size, *([1] * sample.dim())).to(dev)
             y = target.unsqueeze(0).repeat(size, *([1] * target.dim())).to(dev)
             with runtime.autocast(dev, exp.environment.mixed_precision_training):
                 loss = loss_fn(model(x).float(), y)
@@ -394,7 +444,7 @@ def _score(exp, problem, net, files, truth, fn, dev) -> tuple[float, np.ndarray]
 
 
 def _predict(exp, problem, models, files, dev) -> np.ndarray:
-    return inference.predict(models, problem.activate, files, exp, dev, "validating")
+    return inference.predict(models, problem, files, exp, dev, "validating")
 
 
 @functools.cache
@@ -431,6 +481,8 @@ def _restore(saved: dict, model: nn.Module) -> RunState:
         best_predictions=array(saved["best_predictions"]),
         best_weights=saved["best_weights"],
         history=saved["history"],
+        stale=int(saved.get("stale", 0)),
+        stopped=bool(saved.get("stopped", False)),
     )
 
 
@@ -457,6 +509,8 @@ def _save_checkpoint(
             "best_predictions": tensor(state.best_predictions),
             "best_weights": state.best_weights,
             "history": state.history,
+            "stale": state.stale,
+            "stopped": state.stopped,
             "config": resolved,
         },
         tmp,

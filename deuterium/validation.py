@@ -2,7 +2,7 @@
 
 Each frame gets one expectation suite and one validation result. What GX can say about a
 column (present, not null, unique) is a GX expectation; what needs the file system (the
-asset resolves inside its data folder, exists, is readable audio with frames) is computed
+asset resolves inside its data folder, exists, is readable by its data type) is computed
 into a per-row boolean column first and then checked by a GX expectation, so every check of
 a frame lands in the same result and the same Data Docs page. Failing rows are named by a
 row id column, never by GX's pandas index.
@@ -28,8 +28,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
 
-from deuterium import assets, audio_io, io, problems  # noqa: E402
-from deuterium.errors import AudioError, DataError  # noqa: E402
+from deuterium import assets, io, problems  # noqa: E402
+from deuterium.errors import DataError  # noqa: E402
 from deuterium.settings import ExperimentBase  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def validate(exp: ExperimentBase, out_dir: Path) -> dict:
     Returns the report. Raises DataError listing the first problems (after writing the report).
     """
     out_dir = Path(out_dir)
-    label_kind = problems.get(exp.problem_type).label_kind
+    problem = problems.of(exp)
     out_dir.mkdir(parents=True, exist_ok=True)
     build = out_dir / f".{DOCS_DIR}.tmp"
     shutil.rmtree(build, ignore_errors=True)
@@ -100,7 +100,7 @@ def validate(exp: ExperimentBase, out_dir: Path) -> dict:
     frames: dict[str, dict] = {}
     found: list[Problem] = []
     for spec in _frames(exp):
-        frame_report, frame_problems = _validate_frame(context, source, spec, exp, label_kind)
+        frame_report, frame_problems = _validate_frame(context, source, spec, exp, problem)
         frames[spec.name] = frame_report
         found += frame_problems
         log.info("%s (%s): %d problem(s)", spec.name, spec.path, len(frame_problems))
@@ -157,7 +157,7 @@ def _docs_index(context, root: Path) -> Path | None:
     return None
 
 
-def _validate_frame(context, source, spec: FrameSpec, exp: ExperimentBase, label_kind: str):
+def _validate_frame(context, source, spec: FrameSpec, exp: ExperimentBase, problem):
     file = str(spec.path)
     report = {"path": file, "data_folder": str(spec.data_folder), "rows": None, "success": False}
     try:
@@ -177,7 +177,7 @@ def _validate_frame(context, source, spec: FrameSpec, exp: ExperimentBase, label
 
     work = frame.copy()
     work[ROW] = np.arange(1, len(frame) + 1)
-    checks = _checks(frame, work, spec, exp, label_kind)
+    checks = _checks(frame, work, spec, exp, problem)
 
     asset = source.add_dataframe_asset(spec.name)
     batch = asset.add_batch_definition_whole_dataframe(spec.name)
@@ -236,9 +236,12 @@ def _validate_frame(context, source, spec: FrameSpec, exp: ExperimentBase, label
     return report, found
 
 
-def _checks(frame: pd.DataFrame, work: pd.DataFrame, spec: FrameSpec, exp: ExperimentBase, label_kind: str):
+def _checks(frame: pd.DataFrame, work: pd.DataFrame, spec: FrameSpec, exp: ExperimentBase, problem):
     """The frame's checks; adds the computed per-row columns to `work`."""
     d = exp.dataset
+    label_kind = problem.label_kind
+    files = problem.data.column(exp)
+    noun = problem.data.noun
     present = set(frame.columns)
     labels: list[str] = []
     if spec.labels == "required" or (spec.labels == "optional" and present & set(d.label_columns)):
@@ -249,7 +252,7 @@ def _checks(frame: pd.DataFrame, work: pd.DataFrame, spec: FrameSpec, exp: Exper
             split_columns.append(d.group_column)
         if d.validation_strategy == "k_fold" and d.fold_column:
             split_columns.append(d.fold_column)
-    required = list(dict.fromkeys([d.audio_column, *labels, *split_columns]))
+    required = list(dict.fromkeys([files, *labels, *split_columns]))
 
     columns_text = ", ".join(frame.columns) or "(none)"
     checks = [
@@ -265,17 +268,17 @@ def _checks(frame: pd.DataFrame, work: pd.DataFrame, spec: FrameSpec, exp: Exper
             )
         )
 
-    audio = d.audio_column
-    if audio in present:
+    if files in present:
         checks.append(
             Check(
-                "audio file named",
-                audio,
-                gxe.ExpectColumnValuesToNotBeNull(column=audio),
-                "empty cell; every row needs an audio file name",
+                f"{noun} file named",
+                files,
+                gxe.ExpectColumnValuesToNotBeNull(column=files),
+                f"empty cell; every row needs {'an' if noun[0] in 'aeiou' else 'a'} {noun} file name",
             )
         )
-        checks += _file_checks(frame[audio], work, audio, spec.data_folder)
+        readable = lambda path, shown: problem.data.check_file(path, shown, exp)  # noqa: E731
+        checks += _file_checks(frame[files], work, files, spec.data_folder, noun, readable)
 
     for column in labels:
         if column not in present:
@@ -315,7 +318,9 @@ def _checks(frame: pd.DataFrame, work: pd.DataFrame, spec: FrameSpec, exp: Exper
     return checks
 
 
-def _file_checks(names: pd.Series, work: pd.DataFrame, audio: str, folder: Path) -> list[Check]:
+def _file_checks(
+    names: pd.Series, work: pd.DataFrame, column: str, folder: Path, noun: str, readable_file
+) -> list[Check]:
     """Per-row file facts (each row fails at most the first of them), validated as GX columns."""
     resolved: list[str | None] = []
     inside: list[bool | None] = []
@@ -343,7 +348,8 @@ def _file_checks(names: pd.Series, work: pd.DataFrame, audio: str, folder: Path)
                 if not facts[1]:
                     why_missing[row] = f"not a file: {shown}" if path.exists() else f"file not found: {shown}"
                 else:
-                    facts[2], reason = _readable(path, str(shown))
+                    reason = readable_file(path, str(shown))
+                    facts[2] = reason is None
                     if reason:
                         why_unreadable[row] = reason
         resolved.append(key)
@@ -351,10 +357,10 @@ def _file_checks(names: pd.Series, work: pd.DataFrame, audio: str, folder: Path)
         exists.append(facts[1])
         readable.append(facts[2])
 
-    col_resolved = f"_{audio}_resolved"
-    col_inside = f"_{audio}_inside_data_folder"
-    col_exists = f"_{audio}_exists"
-    col_readable = f"_{audio}_readable_audio"
+    col_resolved = f"_{column}_resolved"
+    col_inside = f"_{column}_inside_data_folder"
+    col_exists = f"_{column}_exists"
+    col_readable = f"_{column}_readable"
     work[col_resolved] = pd.Series(resolved, dtype=object, index=work.index)
     work[col_inside] = pd.Series(inside, dtype=object, index=work.index)
     work[col_exists] = pd.Series(exists, dtype=object, index=work.index)
@@ -363,57 +369,49 @@ def _file_checks(names: pd.Series, work: pd.DataFrame, audio: str, folder: Path)
     duplicates = _duplicate_reasons(work[col_resolved], names)
     return [
         Check(
-            "audio file inside data folder",
-            audio,
+            f"{noun} file inside data folder",
+            column,
             gxe.ExpectColumnValuesToBeInSet(
                 column=col_inside,
                 value_set=[True],
-                description=f"Every file in '{audio}' is a relative path inside the data folder {folder}",
+                description=f"Every file in '{column}' is a relative path inside the data folder {folder}",
             ),
             "not a relative path inside the data folder",
             why_outside,
         ),
         Check(
-            "audio file unique",
-            audio,
+            f"{noun} file unique",
+            column,
             gxe.ExpectColumnValuesToBeUnique(
                 column=col_resolved,
-                description=f"No file of '{audio}' is listed twice (compared after resolving the path)",
+                description=f"No file of '{column}' is listed twice (compared after resolving the path)",
             ),
             "the same file is listed more than once",
             duplicates,
         ),
         Check(
-            "audio file exists",
-            audio,
+            f"{noun} file exists",
+            column,
             gxe.ExpectColumnValuesToBeInSet(
-                column=col_exists, value_set=[True], description=f"Every file in '{audio}' exists in {folder}"
+                column=col_exists,
+                value_set=[True],
+                description=f"Every file in '{column}' exists in {folder}",
             ),
             "file not found",
             why_missing,
         ),
         Check(
-            "audio file readable",
-            audio,
+            f"{noun} file readable",
+            column,
             gxe.ExpectColumnValuesToBeInSet(
                 column=col_readable,
                 value_set=[True],
-                description=f"Every file in '{audio}' is a readable audio file with at least one frame",
+                description=f"Every file in '{column}' is a readable {noun} file",
             ),
-            "not a readable audio file",
+            f"not a readable {noun} file",
             why_unreadable,
         ),
     ]
-
-
-def _readable(path: Path, shown: str) -> tuple[bool, str | None]:
-    try:
-        meta = audio_io.info(path, name=shown)
-    except AudioError as err:
-        return False, str(err)
-    if meta.frames <= 0:
-        return False, f"{shown}: the audio file has no frames"
-    return True, None
 
 
 def _duplicate_reasons(keys: pd.Series, names: pd.Series) -> dict[int, str]:

@@ -1,7 +1,7 @@
 """Retrain on new data and promote the new model only when it beats the champion.
 
-    python -m flows.retrain run data/incoming                # a folder: train.csv (or .parquet) and its audio
-    python -m flows.retrain run data/more.csv --margin 0.01  # a dataframe; its audio in dataset.data_folder
+    python -m flows.retrain run data/incoming                # a folder: train.csv (or .parquet) and its files
+    python -m flows.retrain run data/more.csv --margin 0.01  # a dataframe; its files in dataset.data_folder
     python -m flows.retrain serve data/incoming --cron "0 3 * * 1"   # a scheduled Prefect deployment
     python -m flows.retrain champion [--bento]               # the champion record, or its bento tag
     python -m flows.retrain promote-workspace                # make the workspace's model the first champion
@@ -82,7 +82,7 @@ def data_settings(
 ) -> tuple[dict[str, str], list[str]]:
     """The dataset settings that point the pipeline at the new data, and the paths to copy into the experiment.
 
-    `dataset` is params.yaml's section as it stands. The holdout keeps reading its audio where it did.
+    `dataset` is params.yaml's section as it stands. The holdout keeps reading its files where it did.
     """
     path = _path(project, new_data)
     if path.is_dir():
@@ -286,8 +286,8 @@ def retrain(
 ) -> dict:
     """Validate `new_data`, train on it as a DVC experiment, promote the result if it beats the champion.
 
-    new_data: a dataframe file (its audio in dataset.data_folder, or in `data_folder`), or a folder
-    holding train.csv / train.parquet and the audio it names. margin: how much better the challenger
+    new_data: a dataframe file (its files in dataset.data_folder, or in `data_folder`), or a folder
+    holding train.csv / train.parquet and the files it names. margin: how much better the challenger
     must be, in the metric's units. set_params: more `key.path=value` settings for the experiment.
     """
     log = get_run_logger()
@@ -442,11 +442,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             command, help="retrain once" if command == "run" else "serve retrain on a schedule"
         )
         p.add_argument(
-            "new_data", type=Path, help="a dataframe file, or a folder with train.csv and its audio"
+            "new_data", type=Path, help="a dataframe file, or a folder with train.csv and its files"
         )
         common(p)
         p.add_argument(
-            "--data-folder", type=Path, help="where the dataframe's audio is (default: params.yaml's)"
+            "--data-folder", type=Path, help="where the dataframe's files are (default: params.yaml's)"
         )
         p.add_argument("--margin", type=float, default=0.0, help="how much better the challenger must be")
         p.add_argument(

@@ -1,9 +1,10 @@
-"""Score audio files with an exported model folder, without a service.
+"""Score files with an exported model folder, without a service.
 
     python -m serving.score MODEL_DIR INPUT... [--out predictions.csv]
 
-Each INPUT is an audio file, a folder (searched for audio files, recursively) or a CSV whose `--column`
-names audio files relative to the CSV's folder (or `--data-folder`). One row per scored file goes to the
+Each INPUT is a file, a folder (searched recursively for the files the model's data type reads) or a CSV
+whose `--column` (default: the column the model was trained with) names files relative to the CSV's
+folder (or `--data-folder`). One row per scored file goes to the
 output CSV; a file that cannot be scored is reported on its own line, and the exit status is 1 if any
 failed, after the others are written.
 """
@@ -20,14 +21,13 @@ from pathlib import Path
 
 from rich.progress import track
 
-from deuterium import assets, cli
+from deuterium import assets, cli, data_types
 from deuterium import io as dio
 from deuterium.errors import DataError, DeuteriumError
 from deuterium.scoring import Scorer
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64"}
 GROUP = 32  # files decoded and scored together
 
 
@@ -38,14 +38,16 @@ class Item:
     error: str | None = None
 
 
-def collect(inputs: list[Path], column: str = "audio", data_folder: Path | None = None) -> list[Item]:
+def collect(
+    inputs: list[Path], column: str, suffixes: frozenset[str], data_folder: Path | None = None
+) -> list[Item]:
     items: list[Item] = []
     for given in inputs:
         if given.is_dir():
-            found = sorted(p for p in given.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            found = sorted(p for p in given.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
             if not found:
                 raise DataError(
-                    f"{given}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in this folder"
+                    f"{given}: no files the model reads ({', '.join(sorted(suffixes))}) in this folder"
                 )
             items += [Item(str(p), p) for p in found]
         elif given.suffix.lower() == ".csv":
@@ -89,17 +91,17 @@ def score(scorer: Scorer, items: list[Item]) -> tuple[list[dict], list[str]]:
     failures: list[str] = []
     groups = [items[i : i + GROUP] for i in range(0, len(items), GROUP)]
     for group in track(groups, description="scoring", disable=not sys.stderr.isatty()):
-        names, waves = [], []
+        names, decoded = [], []
         for item in group:
             if item.error is not None or not item.path.is_file():
                 failures.append(item.error or f"{item.name}: no such file")
                 continue
             try:
-                waves.append(scorer.load(item.path, item.name))
+                decoded.append(scorer.load(item.path, item.name))
                 names.append(item.name)
             except DeuteriumError as err:
                 failures.append(str(err))
-        rows += [_row(n, p) for n, p in zip(names, scorer.predict(waves), strict=True)]
+        rows += [_row(n, p) for n, p in zip(names, scorer.predict(decoded), strict=True)]
     return rows, failures
 
 
@@ -115,13 +117,15 @@ def main(
     model_dir: Path,
     inputs: list[Path],
     out: Path = Path("predictions.csv"),
-    column: str = "audio",
+    column: str | None = None,
     data_folder: Path | None = None,
     providers: list[str] | None = None,
 ) -> int:
     """Score every input into `out`; returns how many files failed."""
     scorer = Scorer(model_dir, providers=providers)
-    items = collect(inputs, column, data_folder)
+    data_type = data_types.get(scorer.pre.data_type)
+    column = column or scorer.pre.column or data_type.dataset_fields[data_type.column_key][1]
+    items = collect(inputs, column, data_type.file_suffixes, data_folder)
     rows, failures = score(scorer, items)
     pre = scorer.pre
     outputs = (
@@ -139,11 +143,11 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("model_dir", type=Path, help="folder with model.onnx and preprocessing.json")
-    parser.add_argument(
-        "inputs", type=Path, nargs="+", help="audio files, folders of them, or CSVs naming them"
-    )
+    parser.add_argument("inputs", type=Path, nargs="+", help="files, folders of them, or CSVs naming them")
     parser.add_argument("--out", type=Path, default=Path("predictions.csv"))
-    parser.add_argument("--column", default="audio", help="the CSV column with the file names")
+    parser.add_argument(
+        "--column", help="the CSV column with the file names (default: the one the model was trained with)"
+    )
     parser.add_argument(
         "--data-folder", type=Path, help="where a CSV's file names point (default: its folder)"
     )

@@ -1,9 +1,11 @@
-"""The BentoML service: audio in, prediction out, from the ONNX model and preprocessing.json in the model store.
+"""The BentoML service: a file or JSON in, prediction out, from the ONNX model and preprocessing.json in the
+model store. One code path for every data type: preprocessing.json names the data type, whose torch-free
+decoder turns an upload into the graph's input.
 
 Two services make one bento (BentoML's model composition):
-- `AudioService`, the HTTP API, checks each request, decodes every upload or waveform to a mono float32
-  array at the model's rate (`deuterium.audio_io`, the loader training uses) and hands the arrays on;
-- `AudioModel` holds the one onnxruntime `Scorer` behind a batchable API, so requests that arrive together
+- `Scoring`, the HTTP API, checks each request, decodes every upload or JSON payload with the data type's
+  decoder (the one training and export use) and hands the arrays on;
+- `ModelRunner` holds the one onnxruntime `Scorer` behind a batchable API, so requests that arrive together
   are scored as one batch. Batching decoded arrays, not files, sidesteps BentoML's unreliable batching
   over file inputs (bentoml/BentoML#4670, #5168).
 
@@ -13,13 +15,13 @@ builds the bento with it), else $DEUTERIUM_MODEL_TAG, else "experiment:latest". 
 needs no model in the store.
 
 Limits, each answered with a 4xx and `{"error": "..."}`: $DEUTERIUM_MAX_UPLOAD_BYTES per request body
-(default 32 MiB), $DEUTERIUM_MAX_BATCH_FILES per /predict_batch (default 32), preprocessing.json's
-max_seconds per clip. $DEUTERIUM_PROVIDERS lists onnxruntime providers in order of preference.
+(default 32 MiB), $DEUTERIUM_MAX_BATCH_FILES per /predict_batch (default 32), the data type's limits saved
+with the model (the length of a clip, the pixels of a picture), checked before a whole input is decoded;
+$DEUTERIUM_MAX_DECODES inputs are decoded at once (default 4), so memory stays bounded under load.
+$DEUTERIUM_PROVIDERS lists onnxruntime providers in order of preference.
 """
 
 import asyncio
-import base64
-import binascii
 import importlib.metadata
 import json
 import logging
@@ -27,7 +29,7 @@ import os
 import secrets
 from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated, NotRequired
+from typing import Annotated, Any, NotRequired
 
 import aiohttp
 import bentoml
@@ -40,11 +42,10 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
-from deuterium import paths
-from deuterium.errors import AudioError
+from deuterium import data_types, paths
+from deuterium.errors import InputError
 
 with bentoml.importing():
-    from deuterium import audio_io
     from deuterium.scoring import Preprocessing, Scorer
 
 log = logging.getLogger("bentoml.deuterium")
@@ -70,11 +71,13 @@ MODEL = bentoml.models.BentoModel(ARGS.model_tag)
 PROVIDERS = os.environ.get("DEUTERIUM_PROVIDERS", "CUDAExecutionProvider,CPUExecutionProvider").split(",")
 MAX_UPLOAD_BYTES = _env_int("DEUTERIUM_MAX_UPLOAD_BYTES", 32 * 1024 * 1024)
 MAX_BATCH_FILES = _env_int("DEUTERIUM_MAX_BATCH_FILES", 32)
-MAX_SAMPLE_RATE = 384_000
+MAX_DECODES = _env_int("DEUTERIUM_MAX_DECODES", 4)
+NOUNS = sorted(dt.noun for dt in data_types.registered().values())
+# route: (the field the API takes, the other names a client may use: each data type's noun), most files
 UPLOADS = {
-    "/predict": ("audio", 1),
-    "/predict_batch": ("audios", MAX_BATCH_FILES),
-}  # route: (field, most files)
+    "/predict": ("file", NOUNS, 1),
+    "/predict_batch": ("files", [f"{n}s" for n in NOUNS], MAX_BATCH_FILES),
+}
 
 
 def _pinned(*names: str) -> list[str]:
@@ -88,9 +91,11 @@ def _pinned(*names: str) -> list[str]:
     return pins
 
 
-# onnxruntime-gpu runs on CPU too, falling back when CUDA is missing; the bento is one image for both.
-IMAGE = bentoml.images.Image(python_version="3.11", lock_python_packages=False).python_packages(
-    *_pinned("onnxruntime-gpu", "numpy", "scipy", "soundfile", "pydantic")
+# What every data type's decoder needs, so one bento serves them all. onnxruntime-gpu runs on CPU too,
+# falling back when CUDA is missing; the bento is one container for both.
+DECODER_REQUIREMENTS = sorted({r for dt in data_types.registered().values() for r in dt.scoring_requirements})
+CONTAINER = bentoml.images.Image(python_version="3.11", lock_python_packages=False).python_packages(
+    *_pinned("onnxruntime-gpu", "numpy", "pydantic", *DECODER_REQUIREMENTS)
 )
 
 
@@ -109,38 +114,37 @@ class WrongMediaType(RequestError):
 
 
 # Examples for the OpenAPI page (/docs.json, and the Swagger UI at /). OpenAPI 3.0: one `example` each.
-EXAMPLE_CLIP = {"label": "7", "probabilities": {"1": 0.01, "7": 0.96, "9": 0.03}}
+EXAMPLE_ITEM = {"label": "7", "probabilities": {"1": 0.01, "7": 0.96, "9": 0.03}}
 EXAMPLE_ID = {"model": "fsdd-digits", "version": "kx3mdbhvzcfbqaav"}
-EXAMPLE_WAV_BASE64 = (  # 16 samples of a 8 kHz 16-bit mono WAV
-    "UklGRkQAAABXQVZFZm10IBAAAAABAAEAQB8AAIA+AAACABAAZGF0YSAAAAAAACIGxQrEDKMLqQfOAYL7UPZ887nz+PZs/MACaAgBDA=="
-)
+FIRST = data_types.registered()[min(data_types.registered())]  # the examples show the first data type
+EXAMPLE_JSON = FIRST.json_example
 
 
 def _example(value: object) -> dict:
     return {"json_schema_extra": {"example": value}}
 
 
-@with_config(ConfigDict(**_example(EXAMPLE_CLIP)))
-class ClipPrediction(TypedDict):
+@with_config(ConfigDict(**_example(EXAMPLE_ITEM)))
+class ItemPrediction(TypedDict):
     label: NotRequired[str]  # classification: the most probable class
     labels: NotRequired[list[str]]  # multi-label classification: every class at or above the threshold
     probabilities: NotRequired[dict[str, float]]  # classification: every class
     predictions: NotRequired[dict[str, float]]  # regression: one value per target
 
 
-@with_config(ConfigDict(**_example({**EXAMPLE_ID, **EXAMPLE_CLIP})))
-class Prediction(ClipPrediction):
+@with_config(ConfigDict(**_example({**EXAMPLE_ID, **EXAMPLE_ITEM})))
+class Prediction(ItemPrediction):
     model: str
     version: str
 
 
 @with_config(
-    ConfigDict(**_example({**EXAMPLE_ID, "results": [EXAMPLE_CLIP, {**EXAMPLE_CLIP, "label": "1"}]}))
+    ConfigDict(**_example({**EXAMPLE_ID, "results": [EXAMPLE_ITEM, {**EXAMPLE_ITEM, "label": "1"}]}))
 )
 class BatchPrediction(TypedDict):
     model: str
     version: str
-    results: list[ClipPrediction]  # in the order the files were sent
+    results: list[ItemPrediction]  # in the order the files were sent
 
 
 @with_config(
@@ -149,10 +153,11 @@ class BatchPrediction(TypedDict):
             {
                 "status": "ok",
                 **EXAMPLE_ID,
-                "problem_type": "audio_classification",
+                "problem_type": f"{FIRST.name}_classification",
+                "data_type": FIRST.name,
                 "providers": ["CPUExecutionProvider"],
-                "sample_rate": 8000,
-                "max_seconds": 600.0,
+                "limits": FIRST.limits_example,
+                "json_input": FIRST.json_help,
                 "max_upload_bytes": 33554432,
                 "max_batch_files": 32,
                 "labels": [str(d) for d in range(10)],
@@ -166,9 +171,10 @@ class Health(TypedDict):
     model: str
     version: str
     problem_type: str
+    data_type: str
     providers: list[str]
-    sample_rate: int
-    max_seconds: float
+    limits: dict[str, float]  # the data type's limits on one input, saved with the model
+    json_input: str  # what /predict_json takes for this data type
     max_upload_bytes: int
     max_batch_files: int
     labels: list[str]
@@ -182,9 +188,9 @@ class Health(TypedDict):
 KEEP_CONNECTIONS = {"max_requests": 10**12, "max_age": 1e9}
 
 
-@bentoml.service(name="AudioModel", workers=1, traffic={"timeout": 300}, runner_connection=KEEP_CONNECTIONS)
-class AudioModel:
-    """The ONNX model behind one batchable API: mono arrays at the model's rate in, one prediction each out."""
+@bentoml.service(name="ModelRunner", workers=1, traffic={"timeout": 300}, runner_connection=KEEP_CONNECTIONS)
+class ModelRunner:
+    """The ONNX model behind one batchable API: decoded inputs in, one prediction each out."""
 
     model = MODEL
 
@@ -193,72 +199,40 @@ class AudioModel:
         log.info("model %s: onnxruntime providers %s", self.model.tag, self.scorer.providers)
 
     @bentoml.api(batchable=True, max_batch_size=32, max_latency_ms=60_000)
-    def score(self, waves: list[np.ndarray]) -> list[ClipPrediction]:
-        return self.scorer.predict(waves)
+    def score(self, inputs: list[np.ndarray]) -> list[ItemPrediction]:
+        return self.scorer.predict(inputs)
 
     @bentoml.api
     def providers(self) -> list[str]:
         return self.scorer.providers
 
 
-@bentoml.service(name="AudioService", image=IMAGE, traffic={"timeout": 300})
-class AudioService:
-    """Audio classification or regression with a deuterium model: upload files or send samples as JSON."""
+@bentoml.service(name="Scoring", image=CONTAINER, traffic={"timeout": 300})
+class Scoring:
+    """Classification or regression with a deuterium model: upload files or send JSON."""
 
     model = MODEL
-    model_service = bentoml.depends(AudioModel)
+    model_service = bentoml.depends(ModelRunner)
 
     def __init__(self) -> None:
         self.pre = Preprocessing.read(Path(self.model.path) / paths.PREPROCESSING_FILE)
+        self.decoder = self.pre.decoder()
         self.identity = {"model": self.model.tag.name, "version": self.model.tag.version}
+        self.decodes = asyncio.Semaphore(MAX_DECODES)
 
-    def _decode(self, data: bytes, name: str) -> np.ndarray:
-        if not data:
-            raise RequestError(f"{name}: the file is empty")
-        try:
-            channels = self.pre.channels if self.pre.channels > 1 else None  # a multi-channel model
-            return audio_io.load(
-                data, self.pre.sample_rate, name=name, max_seconds=self.pre.max_seconds, channels=channels
-            )
-        except AudioError as err:
-            raise RequestError(str(err)) from None
+    async def _bounded(self, fn, *args) -> np.ndarray:
+        """Decode in a thread, at most MAX_DECODES at once; a bad input becomes a 4xx."""
+        async with self.decodes:
+            try:
+                return await asyncio.to_thread(fn, *args)
+            except InputError as err:
+                raise RequestError(str(err)) from None
 
     def _decode_file(self, path: Path, name: str) -> np.ndarray:
-        return self._decode(path.read_bytes(), name)
-
-    def _from_json(
-        self,
-        waveform: list[float] | None,
-        waveform_base64: str | None,
-        sample_rate: int | None,
-        audio_base64: str | None,
-    ) -> np.ndarray:
-        given = {"waveform": waveform, "waveform_base64": waveform_base64, "audio_base64": audio_base64}
-        sent = [name for name, value in given.items() if value is not None]
-        if len(sent) != 1:
-            raise RequestError(f"send exactly one of {', '.join(map(repr, given))}, not {len(sent)}")
-        name = sent[0]
-        if audio_base64 is not None:
-            return self._decode(_b64(name, audio_base64), name)
-        if sample_rate is None:
-            raise RequestError(f"'sample_rate' is required with '{name}': the rate the samples were taken at")
-        if waveform_base64 is not None:
-            data = _b64(name, waveform_base64)
-            if len(data) % 4:
-                raise RequestError(f"{name}: {len(data)} bytes is not a whole number of float32 samples")
-            samples = np.frombuffer(data, dtype="<f4").astype(np.float32)
-        else:
-            samples = np.asarray(waveform, dtype=np.float32)
-        if samples.size == 0:
-            raise RequestError(f"{name}: no samples")
-        if samples.size / sample_rate > self.pre.max_seconds:
-            seconds = samples.size / sample_rate
-            raise RequestError(
-                f"{name}: {seconds:.1f} s is longer than the limit of {self.pre.max_seconds:g} s"
-            )
-        if not np.all(np.isfinite(samples)):
-            raise RequestError(f"{name}: NaN or infinite samples")
-        return audio_io.resample(samples, sample_rate, self.pre.sample_rate)
+        data = path.read_bytes()
+        if not data:
+            raise InputError(f"{name}: the file is empty")
+        return self.decoder.load(data, name)
 
     async def _call_model(self, method: str, *args):
         call = getattr(self.model_service.to_async, method)
@@ -268,29 +242,30 @@ class AudioService:
             log.warning("model service call %s dropped (%s); retrying once", method, err)
             return await call(*args)
 
-    async def _score(self, waves: list[np.ndarray]) -> list[ClipPrediction]:
-        return await self._call_model("score", waves)
+    async def _score(self, inputs: list[np.ndarray]) -> list[ItemPrediction]:
+        return await self._call_model("score", inputs)
 
     @bentoml.api
     async def predict(
-        self, audio: Annotated[Path, Field(description="the audio file (curl -F audio=@clip.wav)")]
+        self, file: Annotated[Path, Field(description="the file to score (curl -F file=@clip.wav)")]
     ) -> Prediction:
-        """One audio file in multipart field `audio`: WAV, FLAC, OGG, MP3 (any libsndfile format),
-        any sample rate, channels mixed down to mono.
+        """One file in multipart field `file` (or the data type's name): any format and
+        size its data type reads, within the limits in /health.
 
-        Example: `curl -F audio=@clip.wav http://localhost:3000/predict`"""
-        wave = await asyncio.to_thread(self._decode_file, audio, "audio")
-        [result] = await self._score([wave])
+        Example: `curl -F file=@clip.wav http://localhost:3000/predict`"""
+        x = await self._bounded(self._decode_file, file, "file")
+        [result] = await self._score([x])
         return {**self.identity, **result}
 
     @bentoml.api
     async def predict_batch(
-        self, audios: Annotated[list[Path], Field(description="the audio files, one part each")]
+        self, files: Annotated[list[Path], Field(description="the files, one part each")]
     ) -> BatchPrediction:
-        """Several audio files, each in multipart field `audios`; results come back in the same order.
+        """Several files, each in multipart field `files` (or the data type's name in plural); results in the
+        same order.
 
-        Example: `curl -F audios=@a.wav -F audios=@b.flac http://localhost:3000/predict_batch`"""
-        jobs = [asyncio.to_thread(self._decode_file, path, f"audios[{i}]") for i, path in enumerate(audios)]
+        Example: `curl -F files=@a.wav -F files=@b.flac http://localhost:3000/predict_batch`"""
+        jobs = [self._bounded(self._decode_file, path, f"files[{i}]") for i, path in enumerate(files)]
         decoded = await asyncio.gather(*jobs, return_exceptions=True)
         for d in decoded:
             if isinstance(d, BaseException) and not isinstance(d, RequestError):
@@ -301,34 +276,18 @@ class AudioService:
         return {**self.identity, "results": await self._score(list(decoded))}
 
     @bentoml.api
-    async def predict_waveform(
+    async def predict_json(
         self,
-        waveform: Annotated[
-            list[float] | None,
-            Field(description="mono samples in [-1, 1]", **_example([0.0, 0.01, -0.02, 0.03])),
-        ] = None,
-        waveform_base64: Annotated[
-            str | None,
-            Field(
-                description="the samples as base64 of float32 little-endian",
-                **_example("AAAAAArXIzwK16O8j8L1PA=="),
-            ),
-        ] = None,
-        sample_rate: Annotated[
-            int | None,
-            Field(ge=1, le=MAX_SAMPLE_RATE, description="the samples' rate in Hz", **_example(16000)),
-        ] = None,
-        audio_base64: Annotated[
-            str | None, Field(description="a whole audio file in base64", **_example(EXAMPLE_WAV_BASE64))
-        ] = None,
+        input: Annotated[
+            dict[str, Any],
+            Field(description="the data type's JSON input (see the docstring)", **_example(EXAMPLE_JSON)),
+        ],
     ) -> Prediction:
-        """Audio as JSON, one of: `waveform`, mono samples as a list of floats, or `waveform_base64`, the
-        same as base64 of float32 little-endian, each with its `sample_rate`; or `audio_base64`, a whole
-        audio file (any format /predict takes) in base64.
+        """One input as JSON under `input`, in the data type's keys (/health's `json_input` says which).
 
-        Example: `{"waveform": [0.0, 0.01, -0.02, 0.03], "sample_rate": 16000}`"""
-        wave = await asyncio.to_thread(self._from_json, waveform, waveform_base64, sample_rate, audio_base64)
-        [result] = await self._score([wave])
+        Example: `{"input": {"waveform": [0.0, 0.01, -0.02, 0.03], "sample_rate": 16000}}`"""
+        x = await self._bounded(self.decoder.from_json, input)
+        [result] = await self._score([x])
         return {**self.identity, **result}
 
     @bentoml.api
@@ -338,21 +297,15 @@ class AudioService:
             "status": "ok",
             **self.identity,
             "problem_type": self.pre.problem_type,
+            "data_type": self.pre.data_type,
             "providers": await self._call_model("providers"),
-            "sample_rate": self.pre.sample_rate,
-            "max_seconds": self.pre.max_seconds,
+            "limits": self.decoder.limits(),
+            "json_input": data_types.get(self.pre.data_type).json_help,
             "max_upload_bytes": MAX_UPLOAD_BYTES,
             "max_batch_files": MAX_BATCH_FILES,
             "labels": self.pre.labels,
             "target_names": self.pre.target_names,
         }
-
-
-def _b64(field: str, text: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise RequestError(f"{field}: not valid base64") from None
 
 
 class _Disconnected(Exception):
@@ -473,11 +426,14 @@ def _media_type(headers: Headers) -> str:
     return headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def _rebuild_upload(headers: Headers, body: bytes, field: str, most: int) -> tuple[bytes, str]:
-    """The files of multipart field `field`, re-encoded with a fixed name and type; RequestError otherwise."""
-    example = f"curl -F {field}=@clip.wav"
+async def _rebuild_upload(
+    headers: Headers, body: bytes, field: str, aliases: list[str], most: int
+) -> tuple[bytes, str]:
+    """The files of multipart field `field` (or one of its `aliases`), re-encoded as `field` with a fixed
+    file name and type; RequestError otherwise."""
+    example = f"curl -F {field}=@FILE"
     if _media_type(headers) != "multipart/form-data":
-        raise WrongMediaType(f"send the audio as multipart/form-data, field '{field}' ({example})")
+        raise WrongMediaType(f"send the file as multipart/form-data, field '{field}' ({example})")
 
     async def stream():
         yield body
@@ -491,7 +447,7 @@ async def _rebuild_upload(headers: Headers, body: bytes, field: str, most: int) 
     try:
         files, others = [], []
         for name, value in form.multi_items():
-            if name != field:
+            if name != field and name not in aliases:
                 others.append(name[:40])
             elif isinstance(value, UploadFile):
                 files.append(await value.read())
@@ -514,4 +470,4 @@ async def _rebuild_upload(headers: Headers, body: bytes, field: str, most: int) 
     return parts + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-AudioService.add_asgi_middleware(RequestGuard, max_bytes=MAX_UPLOAD_BYTES)
+Scoring.add_asgi_middleware(RequestGuard, max_bytes=MAX_UPLOAD_BYTES)

@@ -7,7 +7,6 @@ from pathlib import Path
 import pandas as pd
 
 from deuterium import (
-    audio_params,
     cli,
     config,
     evaluation,
@@ -54,9 +53,9 @@ def main(
         dev = runtime.device(exp.environment)
         preds = inference.predict(
             fitting.to_device(models, dev),
-            problems.of(model_exp).activate,  # softmax or sigmoid, as the models were trained
+            problems.of(model_exp),  # softmax or sigmoid, as the models were trained
             problem.files(test, exp, exp.dataset.test_data_folder),
-            audio_params.of_models(exp, model_exp),  # the audio settings the models were trained with
+            problem.data.of_models(exp, model_exp),  # the data settings the models were trained with
             dev,
             "scoring test data",
         )

@@ -3,10 +3,10 @@
 import argparse
 from pathlib import Path
 
-from deuterium import audio_params, cli, config, export, fitting, io, paths, problems, splitting
+from deuterium import cli, config, export, fitting, io, paths, problems, splitting
 
-PARITY_CLIPS = 16
-CALIBRATION_CLIPS = 64  # static INT8 only: other rows than the parity clips
+PARITY_ROWS = 16
+CALIBRATION_ROWS = 64  # static INT8 only: other rows than the parity ones
 
 
 def main(
@@ -20,16 +20,16 @@ def main(
     info = io.read_json(split_dir / paths.DATA_INFO_FILE)
     folds = io.read_frame(split_dir / paths.FOLDS_FILE)
     model_exp, models = fitting.load_models(models_dir, problem, info)
-    exp = audio_params.of_models(exp, model_exp)  # the audio settings the models were trained with
+    exp = problem.data.of_models(exp, model_exp)  # the data settings the models were trained with
     valid = folds[folds[splitting.FOLD] >= 0]
     rows = valid if len(valid) else folds
-    sample = rows.head(PARITY_CLIPS)
+    sample = rows.head(PARITY_ROWS)
     files = problem.files(sample, exp) if len(sample) else []
     calibration = None
     if exp.export.int8_quantization == "static" and len(rows):  # none when inference only
-        calibration = problem.files(rows.iloc[PARITY_CLIPS : PARITY_CLIPS + CALIBRATION_CLIPS], exp) or None
+        calibration = problem.files(rows.iloc[PARITY_ROWS : PARITY_ROWS + CALIBRATION_ROWS], exp) or None
     if not files and exp.dataset.test_dataframe is not None:  # inference only: no training rows
-        test = io.read_frame(exp.dataset.test_dataframe).head(PARITY_CLIPS)
+        test = io.read_frame(exp.dataset.test_dataframe).head(PARITY_ROWS)
         files = problem.files(test, exp, exp.dataset.test_data_folder)
     # the activation (softmax or sigmoid) as the models were trained
     export.export(exp, problems.of(model_exp), info, models, files, out_dir, calibration_files=calibration)

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 
 from deuterium import (
-    audio_params,
     cli,
     config,
     distributed,
@@ -51,20 +50,20 @@ def main(
         return  # environment.number_of_gpus > 1: torchrun's processes did the work
     problem = problems.of(exp)
     info = io.read_json(split_dir / paths.DATA_INFO_FILE)
-    exp = audio_params.resolve(exp, info)
+    exp = problem.data.resolve(exp, info)
     folds = io.read_frame(split_dir / paths.FOLDS_FILE)
     unlabeled = io.read_frame(exp.dataset.unlabeled_dataframe)
     model_exp, models = fitting.load_models(train_dir, problem, info)
     dev = runtime.device(exp.environment)
     pseudo = inference.predict(
         fitting.to_device(models, dev),
-        problems.of(model_exp).activate,  # softmax or sigmoid, as the models were trained
+        problems.of(model_exp),  # softmax or sigmoid, as the models were trained
         problem.files(unlabeled, exp),
-        audio_params.of_models(exp, model_exp),
+        problem.data.of_models(exp, model_exp),
         dev,
         "pseudo-labeling",
     )
-    log.info("pseudo-labeled %d unlabeled clips", len(unlabeled))
+    log.info("pseudo-labeled %d unlabeled rows", len(unlabeled))
     extra = unlabeled.reset_index(drop=True).copy()
     extra[splitting.ROW_ID] = np.arange(len(extra)) + int(folds[splitting.ROW_ID].max()) + 1
     extra[splitting.FOLD] = -1  # pseudo-labeled rows only ever train

@@ -1,12 +1,12 @@
-"""Assign validation folds and record what later stages need to know about the labels (and, with
-audio_parameters auto, the audio settings chosen from the training files)."""
+"""Assign validation folds and record what later stages need to know about the labels (and the settings the
+data type chooses from the training files, such as `auto` ones)."""
 
 import argparse
 from pathlib import Path
 
 import pandas as pd
 
-from deuterium import audio_params, cli, config, io, paths, previous, problems, splitting
+from deuterium import cli, config, io, paths, previous, problems, splitting
 
 
 def main(params: Path = Path("params.yaml"), out_dir: Path = paths.SPLIT) -> None:
@@ -20,8 +20,9 @@ def main(params: Path = Path("params.yaml"), out_dir: Path = paths.SPLIT) -> Non
             io.read_frame(exp.dataset.train_dataframe), exp.dataset, exp.environment.seed
         )
         info = {"problem_type": exp.problem_type, **problem.label_info(folds, exp)}
-        if exp.audio.audio_parameters == "auto":
-            info["audio"] = audio_params.choose(problem.files(folds, exp))
+        chosen = problem.data.choose(problem.files(folds, exp), exp)
+        if chosen is not None:
+            info[exp.data_section] = chosen
     io.write_frame(folds, out_dir / paths.FOLDS_FILE)
     io.write_json(info, out_dir / paths.DATA_INFO_FILE)
 

@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from deuterium import audio_params, cli, config, distributed, fitting, io, paths, previous, problems
+from deuterium import cli, config, distributed, fitting, io, paths, previous, problems
 
 
 def main(
@@ -22,7 +22,7 @@ def main(
         return  # environment.number_of_gpus > 1: torchrun's processes did the work
     problem = problems.of(exp)
     info = io.read_json(split_dir / paths.DATA_INFO_FILE)
-    exp = audio_params.resolve(exp, info)
+    exp = problem.data.resolve(exp, info)
     folds = io.read_frame(split_dir / paths.FOLDS_FILE)
     fitting.fit_folds(
         exp, problem, info, folds, problem.encode(folds, exp, info), out_dir, checkpoints / "train"

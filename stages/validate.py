@@ -1,4 +1,4 @@
-"""Check every dataframe and audio file the experiment names, before anything trains on them."""
+"""Check every dataframe and input file the experiment names, before anything trains on them."""
 
 import argparse
 from pathlib import Path

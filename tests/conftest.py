@@ -23,3 +23,11 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def bentoml_home() -> Path:
     return Path(os.environ["BENTOML_HOME"])
+
+
+def pytest_collection_modifyitems(items):
+    """Tests under tests/stages run stages on a slice (seconds each): `make test-quick` leaves them out."""
+    stages = Path(__file__).resolve().parent / "stages"
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(stages):
+            item.add_marker(pytest.mark.stage)

@@ -9,8 +9,8 @@ import torchaudio
 from projects import tiny_params
 
 from deuterium import config, problems
-from deuterium.audio import LogMel
-from deuterium.settings import AudioSettings
+from deuterium.data_types.audio.frontend import LogMel
+from deuterium.data_types.audio.settings import AudioSettings
 
 RATE = 8000
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from deuterium import audio_io
+from deuterium import scoring
+from deuterium.data_types.audio import io as audio_io
 from deuterium.errors import AudioError
 
 RATE = 8000
@@ -103,7 +104,9 @@ def test_more_channels_keep_the_first_ones_and_zero_pad_the_missing():
 
 def test_channels_survive_resampling():
     buf = io.BytesIO()
-    sf.write(buf, np.stack([tone(rate=16000, freq=300), tone(rate=16000, freq=900)], axis=1), 16000, format="WAV")
+    sf.write(
+        buf, np.stack([tone(rate=16000, freq=300), tone(rate=16000, freq=900)], axis=1), 16000, format="WAV"
+    )
     wave = audio_io.load(buf.getvalue(), RATE, channels=2)
     assert wave.shape == (2, int(0.5 * RATE))
     peaks = [np.argmax(np.abs(np.fft.rfft(w))) * RATE / wave.shape[1] for w in wave]
@@ -129,7 +132,7 @@ def test_piece_averager_batches_equal_shapes_and_averages_per_clip():
         batches.append(batch.shape)
         return batch.reshape(len(batch), -1).mean(axis=1, keepdims=True)
 
-    averager = audio_io.PieceAverager(run, batch_size=2)
+    averager = scoring.PieceAverager(run, batch_size=2)
     averager.add([np.full(4, 1.0, np.float32), np.full(4, 3.0, np.float32), np.full(2, 5.0, np.float32)])
     averager.add([np.full(2, 7.0, np.float32)])
     out = averager.result()

@@ -87,8 +87,8 @@ def test_multi_label_metrics_and_prediction_columns():
 
 def test_one_label_column_with_bce_is_sigmoid_over_one_hot_classes():
     exp, problem = bound({"training": {"loss_function": "bce"}})
-    assert not problem.multi_label(exp) and problem.sigmoid(exp)
+    assert not problem.task.multi_label(exp) and problem.task.sigmoid(exp)
     with pytest.raises(ConfigError, match="exactly one label column"):
-        problem._column(
+        problem.task._column(
             exp.model_copy(update={"dataset": exp.dataset.model_copy(update={"label_columns": []})})
         )

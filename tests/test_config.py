@@ -5,6 +5,7 @@ import yaml
 from projects import REPO, merge, tiny_params
 
 from deuterium import config, problems
+from deuterium.data_types.audio import chunk_samples
 from deuterium.errors import ConfigError
 
 
@@ -77,7 +78,9 @@ def test_resolved_config_round_trips(tmp_path: Path):
     path.write_text(config.dump(exp))
     again = config.load(path)
     assert again == exp
-    assert yaml.safe_load(path.read_text())["training"]["loss_function"] == "cross_entropy"  # defaults written out
+    assert (
+        yaml.safe_load(path.read_text())["training"]["loss_function"] == "cross_entropy"
+    )  # defaults written out
 
 
 def test_export_settings_default_to_a_float32_cpu_graph_and_int8_needs_the_cpu():
@@ -96,7 +99,7 @@ def test_data_audio_and_prediction_settings_are_checked_against_each_other():
     msg = error({"prediction": {"inference_chunk_method": "varying", "inference_chunk_seconds": 2.0}})
     assert "max_inference_chunk_seconds" in msg
     exp = parse({"prediction": {"inference_chunk_method": "varying", "max_inference_chunk_seconds": 2.0}})
-    assert exp.inference_chunk_samples == 2 * exp.audio.sample_rate
+    assert chunk_samples(exp) == 2 * exp.audio.sample_rate
     assert "unlabeled_dataframe needs a train_dataframe" in error(
         {"previous_experiment": "x", "dataset": {"train_dataframe": None, "unlabeled_dataframe": "u.csv"}}
     )
@@ -104,6 +107,10 @@ def test_data_audio_and_prediction_settings_are_checked_against_each_other():
 
 def test_a_bare_yaml_no_means_no_normalization(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(tiny_params()).replace("spectrogram_normalization: image", "spectrogram_normalization: no"))
+    params.write_text(
+        yaml.safe_dump(tiny_params()).replace(
+            "spectrogram_normalization: image", "spectrogram_normalization: no"
+        )
+    )
     assert "spectrogram_normalization: no" in params.read_text()
     assert config.load(params).audio.spectrogram_normalization == "no"

@@ -11,6 +11,7 @@ import torch
 from projects import tiny_params
 
 from deuterium import config, export, inference, problems, scoring
+from deuterium.data_types.audio import chunk_samples
 
 RATE = 8000
 INFO = {"labels": [str(d) for d in range(10)], "target_names": ["digit"]}
@@ -34,7 +35,7 @@ def build(overrides):
 
 
 def torch_predictions(exp, problem, models, files):
-    return inference.predict(models, problem.activate, files, exp, torch.device("cpu"))
+    return inference.predict(models, problem, files, exp, torch.device("cpu"))
 
 
 def test_two_channel_model_exports_with_a_channel_axis(tmp_path):
@@ -45,9 +46,9 @@ def test_two_channel_model_exports_with_a_channel_axis(tmp_path):
     assert report["max_abs_diff"] <= 1e-4
     graph = onnx.load(str(tmp_path / "export" / "model.onnx"))
     dims = graph.graph.input[0].type.tensor_type.shape.dim
-    assert len(dims) == 3 and dims[1].dim_value == 2 and dims[2].dim_value == exp.inference_chunk_samples
+    assert len(dims) == 3 and dims[1].dim_value == 2 and dims[2].dim_value == chunk_samples(exp)
     pre = json.loads((tmp_path / "export" / "preprocessing.json").read_text())
-    assert pre["channels"] == 2
+    assert pre["input"]["channels"] == 2
     scorer = scoring.Scorer(tmp_path / "export")
     waves = [scorer.load(f) for f in files]
     assert waves[0].shape[0] == 2
@@ -76,7 +77,7 @@ def test_varying_chunks_export_a_graph_of_any_length(tmp_path):
     length = graph.graph.input[0].type.tensor_type.shape.dim[1]
     assert length.dim_param and not length.dim_value  # symbolic: any clip length
     scorer = scoring.Scorer(tmp_path / "export")
-    assert scorer.pre.chunk_method == "varying" and scorer.pre.chunk_samples == RATE
+    assert scorer.pre.input["chunk_method"] == "varying" and scorer.pre.input["chunk_samples"] == RATE
     waves = [scorer.load(f) for f in files]
     varying = scorer.raw(waves)
     assert np.abs(varying - torch_predictions(exp, problem, models, files)).max() < 1e-4

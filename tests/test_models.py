@@ -7,7 +7,11 @@ from projects import tiny_params
 from deuterium import config, problems
 from deuterium.errors import ConfigError
 
-REGRESSION = {"problem_type": "audio_regression", "training": {"loss_function": "mse"}, "prediction": {"metric": "MAE"}}
+REGRESSION = {
+    "problem_type": "audio_regression",
+    "training": {"loss_function": "mse"},
+    "prediction": {"metric": "MAE"},
+}
 OVERRIDES = {"audio_classification": {}, "audio_regression": REGRESSION}
 
 
@@ -18,7 +22,9 @@ def test_every_problem_type_runs_a_batch(name):
     model = problem.model(exp, 3)
     out = problem.activate(model(torch.randn(2, exp.audio.chunk_samples)))
     assert out.shape == (2, 3) and torch.isfinite(out).all()
-    loss = problem.loss(exp)(model(torch.randn(2, exp.audio.chunk_samples)), torch.softmax(torch.randn(2, 3), 1))
+    loss = problem.loss(exp)(
+        model(torch.randn(2, exp.audio.chunk_samples)), torch.softmax(torch.randn(2, 3), 1)
+    )
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 

@@ -9,7 +9,11 @@ from deuterium.errors import DataError
 
 def frame(n=60) -> pd.DataFrame:
     return pd.DataFrame(
-        {"file": [f"{i}.wav" for i in range(n)], "digit": np.arange(n) % 10, "speaker": [f"s{i % 6}" for i in range(n)]}
+        {
+            "file": [f"{i}.wav" for i in range(n)],
+            "digit": np.arange(n) % 10,
+            "speaker": [f"s{i % 6}" for i in range(n)],
+        }
     )
 
 
@@ -41,7 +45,9 @@ def test_fold_column_with_text_names_the_row():
 
 
 def test_automatic_holdout_and_custom_holdout(tmp_path):
-    folds = splitting.assign_folds(frame(), dataset(validation_strategy="automatic_holdout", validation_size=0.25), 1)
+    folds = splitting.assign_folds(
+        frame(), dataset(validation_strategy="automatic_holdout", validation_size=0.25), 1
+    )
     assert (folds.fold == 0).sum() == 15 and (folds.fold == -1).sum() == 45
     valid = tmp_path / "valid.csv"
     frame(12).to_csv(valid, index=False)

@@ -124,7 +124,7 @@ def test_schedule_and_warmup_set_the_learning_rate(schedule, tmp_path):
         )
 
 
-@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adadelta"])
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adadelta", "Adagrad"])
 def test_every_optimizer_and_weight_decay(name):
     decayed, plain = (toy_model(), toy_model())
     for model, decay in ((decayed, 0.5), (plain, 0.0)):
@@ -135,7 +135,8 @@ def test_every_optimizer_and_weight_decay(name):
         start = weights(model)
         opt.step()
         moved = [not torch.equal(a, b) for a, b in zip(start, weights(model), strict=True)]
-        assert all(moved) if decay else not any(moved)
+        matrices = [p.ndim > 1 for p in model.parameters()]  # biases and norm weights are never decayed
+        assert moved == matrices if decay else not any(moved)
     if name == "AdamW":  # decoupled decay: w <- w (1 - lr * decay)
         torch.testing.assert_close(weights(decayed)[0], weights(toy_model())[0] * (1 - 0.1 * 0.5))
 
@@ -144,8 +145,9 @@ def test_differential_learning_rate_layers():
     exp = experiment(differential_learning_rate_layers=["backbone"], differential_learning_rate=0.0)
     model = problems.get(exp.problem_type).model(exp, CLASSES)
     opt = training.optimizer(exp, model)
-    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.0]
-    assert {id(p) for p in opt.param_groups[1]["params"]} == {id(p) for p in model.backbone.parameters()}
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.1, 0.0, 0.0]  # with decay, without; backbone
+    frozen = {id(p) for g in opt.param_groups[2:] for p in g["params"]}
+    assert frozen == {id(p) for p in model.backbone.parameters()}
     backbone, head = weights(model.backbone), weights(model.head)
     model.train()
     loss = nn.functional.cross_entropy(
@@ -303,3 +305,48 @@ def test_mixed_precision_is_a_no_op_on_the_cpu():
     with runtime.autocast(torch.device("cpu"), True):
         assert not torch.is_autocast_enabled("cpu")
         assert (torch.randn(2, 2) @ torch.randn(2, 2)).dtype == torch.float32
+
+
+def _tsv(path) -> list[float]:
+    """A metric's values as dvclive wrote them (step, value columns)."""
+    import csv
+
+    with open(path) as f:
+        return [float(row[1]) for row in list(csv.reader(f, delimiter="\t"))[1:]]
+
+
+def test_step_decay_drops_the_learning_rate_at_the_given_epochs(tmp_path):
+    exp = experiment(batch_size=8, epochs=5, schedule="step", step_size_epochs=2, step_decay=0.5)
+    train(exp, tmp_path)
+    rates = _tsv(tmp_path / "dvclive/plots/metrics/fold0/train/learning_rate.tsv")
+    # read back from dvclive: the rate for the next epoch, logged at the end of each of the 5 epochs
+    assert rates == pytest.approx([0.1, 0.05, 0.05, 0.025, 0.025])
+    with pytest.raises(ConfigError, match="step_size_epochs is for schedule 'step'"):
+        experiment(step_size_epochs=2)
+
+
+def _scores(values):
+    """A validation whose scores are `values`, one per call (accuracy: greater is better)."""
+    it = iter(values)
+    return lambda net: (next(it), np.zeros((2, CLASSES), np.float32))
+
+
+def test_early_stopping_stops_after_the_patience(tmp_path):
+    exp = experiment(batch_size=8, epochs=10, early_stopping_patience=2, early_stopping_min_delta=0.01)
+    scores = [0.5, 0.6, 0.605, 0.61, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9]  # +0.005 and +0.005: not > min_delta
+    _, state, _ = train(exp, tmp_path, validate=_scores(scores))
+    epochs = _tsv(tmp_path / "dvclive/plots/metrics/fold0/train/epoch.tsv")
+    assert epochs == [1, 2, 3, 4]  # stopped after two validations without an improvement over 0.01
+    assert state.stopped and state.epoch == 4
+    assert _tsv(tmp_path / "dvclive/plots/metrics/fold0/train/early_stopped.tsv") == [1]
+    _, patient, _ = train(
+        exp.model_copy(update={"training": exp.training.model_copy(update={"early_stopping_patience": 0})}),
+        tmp_path / "off",
+        validate=_scores(scores),
+    )
+    assert patient.epoch == 10 and not patient.stopped  # 0: off
+
+
+def test_early_stopping_conflicts_with_training_on_the_validation_rows():
+    with pytest.raises(ConfigError, match="early_stopping_patience"):
+        experiment(early_stopping_patience=2, train_validation_data=True)

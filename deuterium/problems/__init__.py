@@ -1,6 +1,5 @@
-"""Problem types. Importing this package registers every built-in one."""
+"""Problem types: (data type, task) pairs. Importing this package registers every built-in one."""
 
-from deuterium.problems import audio_classification, audio_regression  # noqa: F401  (registers)
-from deuterium.problems.registry import get, names, of, register
+from deuterium.problems.registry import ProblemType, get, names, of, settings_models
 
-__all__ = ["get", "names", "of", "register"]
+__all__ = ["ProblemType", "get", "names", "of", "settings_models"]

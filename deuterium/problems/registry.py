@@ -1,43 +1,125 @@
-"""Problem types register themselves here; the rest of the code only asks the registry."""
+"""Problem types are (data type, task) pairs: `image_classification` is the image data type with the
+classification task. Every data type is paired with each task it lists, so a new data type registers its
+problem types by registering itself. The rest of the code only asks this registry."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+from typing import Literal
 
+import numpy as np
+import pandas as pd
+from pydantic import create_model
+from torch import Tensor, nn
+
+from deuterium import data_types, tasks
+from deuterium.data_types import DataType
 from deuterium.errors import ConfigError
-
-if TYPE_CHECKING:
-    from deuterium.problems.base import ProblemType
-    from deuterium.settings import ExperimentBase
-
-_REGISTRY: dict[str, type[ProblemType]] = {}
+from deuterium.settings import DatasetSettings, ExperimentBase
+from deuterium.tasks import Metric, Task
 
 
-def register(name: str):
-    def wrap(cls: type[ProblemType]) -> type[ProblemType]:
-        if name in _REGISTRY:
-            raise ValueError(f"problem type {name!r} is registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
+@functools.cache
+def _pairs() -> dict[str, tuple[type[DataType], type[Task]]]:
+    known = tasks.registered()
+    return {
+        f"{dt.name}_{task}": (dt, known[task])
+        for dt in data_types.registered().values()
+        for task in dt.tasks
+        if task in known
+    }
 
 
 def names() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(_pairs())
+
+
+@functools.cache
+def settings_model(name: str) -> type[ExperimentBase]:
+    """params.yaml's schema for this problem type: the shared sections, the data type's, the task's."""
+    dt, task = _pairs()[name]
+    title = "".join(part.title() for part in name.split("_"))
+    dataset = create_model(f"{title}Dataset", __base__=DatasetSettings, **dt.dataset_fields)
+    prediction = create_model(f"{title}Prediction", __base__=(task.Prediction, dt.Prediction))
+    model = create_model(
+        f"{title}Settings",
+        __base__=ExperimentBase,
+        problem_type=(Literal[name], ...),
+        dataset=(dataset, ...),
+        training=(task.Training, task.Training()),
+        prediction=(prediction, prediction()),
+        augmentation=(dt.Augmentation, dt.Augmentation()),
+        logging=(dt.Logging, dt.Logging()),
+        **{dt.name: (dt.Settings, dt.Settings())},
+    )
+    model.data_section = dt.name
+    model.data_checks = dt.settings_checks
+    return model
+
+
+def settings_models() -> list[type[ExperimentBase]]:
+    return [settings_model(n) for n in names()]
+
+
+class ProblemType:
+    """A data type and a task serving one experiment; the stages call these and never name either."""
+
+    def __init__(self, name: str, exp: ExperimentBase | None = None):
+        if name not in _pairs():
+            raise ConfigError(f"unknown problem_type {name!r}; registered: {', '.join(names())}")
+        data_type, task = _pairs()[name]
+        self.name, self.exp = name, exp
+        self.data: DataType = data_type(exp)
+        self.task: Task = task(exp)
+        self.label_kind = task.label_kind
+        self.Settings = settings_model(name)
+
+    # --- the task: labels, loss, activation, metrics, plots -----------------------------------
+    def label_info(self, frame: pd.DataFrame, exp: ExperimentBase) -> dict:
+        return self.task.label_info(frame, exp)
+
+    def n_outputs(self, info: dict) -> int:
+        return self.task.n_outputs(info)
+
+    def encode(self, frame: pd.DataFrame, exp: ExperimentBase, info: dict) -> np.ndarray:
+        return self.task.encode(frame, exp, info)
+
+    def loss(self, exp: ExperimentBase) -> nn.Module:
+        return self.task.loss(exp)
+
+    def activate(self, logits: Tensor) -> Tensor:
+        return self.task.activate(logits)
+
+    def metrics(self) -> dict[str, Metric]:
+        return self.task.metrics()
+
+    def truth(self, targets: np.ndarray) -> np.ndarray:
+        return self.task.truth(targets)
+
+    def prediction_columns(self, preds: np.ndarray, info: dict) -> pd.DataFrame:
+        return self.task.prediction_columns(preds, info)
+
+    def plot(self, targets: np.ndarray, preds: np.ndarray, info: dict) -> dict[str, pd.DataFrame]:
+        return self.task.plot(targets, preds, info)
+
+    # --- the data type: rows -> model input ---------------------------------------------------
+    def files(self, frame: pd.DataFrame, exp: ExperimentBase, data_folder=None) -> list:
+        return self.data.files(frame, exp, data_folder)
+
+    def dataset(self, frame: pd.DataFrame, exp: ExperimentBase, targets: np.ndarray, seed: int):
+        return self.data.dataset(self.files(frame, exp), targets, exp, seed)
+
+    def model(self, exp: ExperimentBase, n_outputs: int) -> nn.Module:
+        return self.data.model(exp, n_outputs)
+
+    def decoder(self, exp: ExperimentBase, bounded: bool = False) -> data_types.Decoder:
+        return self.data.decoder(self.data.preprocessing(exp), bounded)
 
 
 def get(name: str, exp: ExperimentBase | None = None) -> ProblemType:
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown problem_type {name!r}; registered: {', '.join(names())}")
-    return _REGISTRY[name](exp)
+    return ProblemType(name, exp)
 
 
 def of(exp: ExperimentBase) -> ProblemType:
     """The problem type of `exp`, serving it (multi-label classification differs from single-label)."""
     return get(exp.problem_type, exp)
-
-
-def settings_models() -> list[type]:
-    return [_REGISTRY[n].Settings for n in names()]

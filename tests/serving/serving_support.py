@@ -21,12 +21,12 @@ SAMPLE_RATE = 8000
 LABELS = ["a", "b", "c"]
 PREPROCESSING = {
     "problem_type": "audio_classification",
+    "data_type": "audio",
     "experiment_name": "Tiny_Test.Model",
-    "sample_rate": SAMPLE_RATE,
-    "chunk_samples": 8000,
+    "input": {"sample_rate": SAMPLE_RATE, "chunk_samples": 8000, "max_seconds": 30},
     "target_names": ["label"],
     "labels": LABELS,
-    "max_seconds": 30,
+    "format_version": 2,
 }
 
 

@@ -10,7 +10,7 @@ from schemathesis.checks import not_a_server_error
 
 pytestmark = pytest.mark.e2e
 
-ENDPOINTS = ("/predict", "/predict_batch", "/predict_waveform", "/health")
+ENDPOINTS = ("/predict", "/predict_batch", "/predict_json", "/health")
 EXAMPLES = 20  # per endpoint and mode (valid, invalid): well under a minute in all
 
 
@@ -27,26 +27,21 @@ def test_every_endpoint_is_documented_with_examples(docs):
         assert post["description"].strip(), route
         answer = post["responses"]["200"]["content"]["application/json"]["schema"]
         assert answer["example"]["model"] and answer["example"]["version"], route
-    for route in ("/predict", "/predict_batch", "/predict_waveform"):
+    for route in ("/predict", "/predict_batch", "/predict_json"):
         assert "Example:" in docs["paths"][route]["post"]["description"], route
-    waveform = docs["paths"]["/predict_waveform"]["post"]["requestBody"]["content"]["application/json"]
-    fields = waveform["schema"]["properties"]
-    assert {"waveform", "waveform_base64", "sample_rate", "audio_base64"} <= fields.keys()
+    body = docs["paths"]["/predict_json"]["post"]["requestBody"]["content"]["application/json"]
+    fields = body["schema"]["properties"]
+    assert fields.keys() == {"input"}
     assert all("example" in f and f["description"] for f in fields.values())
     upload = docs["paths"]["/predict"]["post"]["requestBody"]["content"]["multipart/form-data"]
-    assert upload["schema"]["properties"]["audio"]["format"] == "binary"
+    assert upload["schema"]["properties"]["file"]["format"] == "binary"
 
 
 def test_the_documented_examples_work(server, docs):
-    fields = docs["paths"]["/predict_waveform"]["post"]["requestBody"]["content"]["application/json"]
-    examples = {name: f["example"] for name, f in fields["schema"]["properties"].items()}
-    for payload in (
-        {"waveform": examples["waveform"], "sample_rate": examples["sample_rate"]},
-        {"waveform_base64": examples["waveform_base64"], "sample_rate": examples["sample_rate"]},
-        {"audio_base64": examples["audio_base64"]},
-    ):
-        r = requests.post(f"{server}/predict_waveform", json=payload, timeout=60)
-        assert r.status_code == 200, (payload, r.text)
+    fields = docs["paths"]["/predict_json"]["post"]["requestBody"]["content"]["application/json"]
+    example = fields["schema"]["properties"]["input"]["example"]
+    r = requests.post(f"{server}/predict_json", json={"input": example}, timeout=60)
+    assert r.status_code == 200, (example, r.text)
 
 
 def test_fuzzed_requests_never_get_a_server_error(server):
@@ -54,7 +49,7 @@ def test_fuzzed_requests_never_get_a_server_error(server):
 
     Driven through hypothesis directly: schemathesis' pytest fixture mode does not run on pytest 9."""
     api = schemathesis.openapi.from_url(f"{server}/docs.json").include(
-        path_regex="^/(predict|predict_batch|predict_waveform|health)$"
+        path_regex="^/(predict|predict_batch|predict_json|health)$"
     )
     operations = [result.ok() for result in api.get_all_operations()]
     assert {op.path for op in operations} == set(ENDPOINTS)

@@ -13,7 +13,7 @@ import requests
 import soundfile as sf
 from serving_support import MAX_FILES, MAX_UPLOAD, PREPROCESSING, bentoml_env, run, tone, write_audio
 
-from deuterium import audio_io
+from deuterium.data_types.audio import io as audio_io
 from deuterium.scoring import Scorer
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +34,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "flac_44k_stereo_24bit": write_audio(folder / "b.flac", 3.0, 44100, 2, "FLAC", "PCM_24", seed=1),
         "ogg_vorbis": write_audio(folder / "c.ogg", 1.5, 22050, 1, "OGG", "VORBIS", freq=900),
         "wav_48k_8bit": write_audio(folder / "d.wav", 0.5, 48000, 1, "WAV", "PCM_U8", freq=3000),
-        "too_long": write_audio(folder / "long.wav", PREPROCESSING["max_seconds"] + 1, 8000),
+        "too_long": write_audio(folder / "long.wav", PREPROCESSING["input"]["max_seconds"] + 1, 8000),
     }
     if HAS_MP3:
         made["mp3"] = write_audio(folder / "e.mp3", 2.0, 44100, 2, "MP3", "MPEG_LAYER_III", freq=300)
@@ -96,7 +96,7 @@ def test_predict_batch_answers_in_order(server, scorer, clips):
         _assert_same(got, _expected(scorer, path))
 
 
-def test_predict_waveform_takes_floats_base64_or_a_file(server, scorer, clips):
+def test_predict_json_takes_floats_base64_or_a_file(server, scorer, clips):
     samples = tone(1.5, 16000, freq=700)[:, 0]
     want = scorer.predict([audio_io.resample(samples, 16000, 8000)])[0]
     as_list = {"waveform": samples.tolist(), "sample_rate": 16000}
@@ -105,12 +105,13 @@ def test_predict_waveform_takes_floats_base64_or_a_file(server, scorer, clips):
         "sample_rate": 16000,
     }
     for payload in (as_list, as_b64):
-        r = requests.post(f"{server}/predict_waveform", json=payload, timeout=60)
+        r = requests.post(f"{server}/predict_json", json={"input": payload}, timeout=60)
         assert r.status_code == 200, r.text
         _assert_same(r.json(), want)
     path = clips["flac_44k_stereo_24bit"]
     r = requests.post(
-        f"{server}/predict_waveform", json={"audio_base64": base64.b64encode(path.read_bytes()).decode()}
+        f"{server}/predict_json",
+        json={"input": {"audio_base64": base64.b64encode(path.read_bytes()).decode()}},
     )
     assert r.status_code == 200, r.text
     _assert_same(r.json(), _expected(scorer, path))
@@ -141,7 +142,7 @@ def _bad_requests(clips: dict[str, Path]) -> dict[str, tuple[str, dict, int, str
             400,
             "no file",
         ),
-        "wrong field name": ("/predict", {"files": {"file": ("a.wav", wav)}}, 400, "'audio'"),
+        "wrong field name": ("/predict", {"files": {"upload": ("a.wav", wav)}}, 400, "'file'"),
         "text in the file field": (
             "/predict",
             {"files": {"audio": (None, "http://example.com/a.wav")}},
@@ -164,7 +165,7 @@ def _bad_requests(clips: dict[str, Path]) -> dict[str, tuple[str, dict, int, str
             "/predict_batch",
             {"files": [("audios", ("a.wav", wav)), ("audios", ("b.wav", b"nope"))]},
             400,
-            "audios[1]",
+            "files[1]",
         ),
         "too long clip": (
             "/predict",
@@ -188,50 +189,56 @@ def _bad_requests(clips: dict[str, Path]) -> dict[str, tuple[str, dict, int, str
             "cannot be read",
         ),
         "JSON to /predict": ("/predict", {"json": {"audio": "a.wav"}}, 415, "multipart/form-data"),
-        "multipart to /predict_waveform": (
-            "/predict_waveform",
+        "multipart to /predict_json": (
+            "/predict_json",
             {"files": {"waveform": ("w", b"1")}},
             415,
             "JSON",
         ),
-        "no waveform": ("/predict_waveform", {"json": {}}, 400, "exactly one"),
-        "no sample_rate": ("/predict_waveform", {"json": {"waveform": [0.1, 0.2]}}, 400, "sample_rate"),
-        "sample_rate 0": (
-            "/predict_waveform",
-            {"json": {"waveform": [0.1], "sample_rate": 0}},
+        "no waveform": ("/predict_json", {"json": {"input": {}}}, 400, "exactly one"),
+        "no sample_rate": (
+            "/predict_json",
+            {"json": {"input": {"waveform": [0.1, 0.2]}}},
             400,
-            "validation error",
+            "sample_rate",
+        ),
+        "sample_rate 0": (
+            "/predict_json",
+            {"json": {"input": {"waveform": [0.1], "sample_rate": 0}}},
+            400,
+            "sample_rate",
         ),
         "NaN samples": (
-            "/predict_waveform",
-            {"data": '{"waveform": [NaN, 1.0], "sample_rate": 8000}', "headers": json_type},
+            "/predict_json",
+            {"data": '{"input": {"waveform": [NaN, 1.0], "sample_rate": 8000}}', "headers": json_type},
             400,
             "NaN",
         ),
         "bad base64": (
-            "/predict_waveform",
-            {"json": {"waveform_base64": "%%%", "sample_rate": 8000}},
+            "/predict_json",
+            {"json": {"input": {"waveform_base64": "%%%", "sample_rate": 8000}}},
             400,
             "base64",
         ),
         "base64 not float32": (
-            "/predict_waveform",
-            {"json": {"waveform_base64": "AAAA", "sample_rate": 8000}},
+            "/predict_json",
+            {"json": {"input": {"waveform_base64": "AAAA", "sample_rate": 8000}}},
             400,
             "float32",
         ),
         "too long waveform": (
-            "/predict_waveform",
-            {"json": {"waveform": [0.0] * 8000 * 31, "sample_rate": 8000}},
+            "/predict_json",
+            {"json": {"input": {"waveform": [0.0] * 8000 * 31, "sample_rate": 8000}}},
             400,
             "longer than the limit",
         ),
-        "not JSON": ("/predict_waveform", {"data": "{nope", "headers": json_type}, 400, "validation error"),
+        "no input key": ("/predict_json", {"json": {"waveform": [0.1]}}, 400, "validation error"),
+        "not JSON": ("/predict_json", {"data": "{nope", "headers": json_type}, 400, "validation error"),
         "strings as samples": (
-            "/predict_waveform",
-            {"json": {"waveform": ["a"], "sample_rate": 8000}},
+            "/predict_json",
+            {"json": {"input": {"waveform": ["a"], "sample_rate": 8000}}},
             400,
-            "validation error",
+            "a list of numbers",
         ),
     }
 
@@ -256,10 +263,11 @@ def test_health_and_probes(server):
     health = requests.post(f"{server}/health", timeout=30).json()
     assert health["model"] == "tiny_test.model"
     assert health["providers"] == ["CPUExecutionProvider"]
-    assert health["sample_rate"] == 8000 and health["labels"] == ["a", "b", "c"]
-    assert health["max_upload_bytes"] == MAX_UPLOAD and health["max_seconds"] == 30
+    assert health["data_type"] == "audio" and health["labels"] == ["a", "b", "c"]
+    assert health["limits"] == {"sample_rate": 8000, "max_seconds": 30}
+    assert health["max_upload_bytes"] == MAX_UPLOAD and "waveform" in health["json_input"]
     routes = requests.get(f"{server}/docs.json").json()["paths"]
-    assert {"/predict", "/predict_batch", "/predict_waveform", "/health"} <= routes.keys()
+    assert {"/predict", "/predict_batch", "/predict_json", "/health"} <= routes.keys()
 
 
 def _batch_histogram(url: str) -> tuple[float, float]:

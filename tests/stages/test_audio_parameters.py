@@ -10,7 +10,8 @@ import soundfile as sf
 import yaml
 from projects import make_project, tiny_params, write_params
 
-from deuterium import audio_params, config
+from deuterium import config
+from deuterium.data_types.audio import params as audio_params
 from deuterium.errors import ConfigError
 
 
@@ -68,7 +69,7 @@ def test_auto_values_reach_training_and_the_export(auto_project):
     config.load(auto_project / "train/fold1/config.yaml")  # loadable as a params file
 
     pre = json.loads((auto_project / "export/preprocessing.json").read_text())
-    assert pre["sample_rate"] == 8000 and pre["chunk_samples"] == round(chunk * 8000)
+    assert pre["input"]["sample_rate"] == 8000 and pre["input"]["chunk_samples"] == round(chunk * 8000)
     assert json.loads((auto_project / "export/parity.json").read_text())["max_abs_diff"] <= 1e-4
 
 

@@ -8,7 +8,8 @@ import pytest
 import yaml
 from onnx import TensorProto
 
-from deuterium import audio_io, precision, scoring
+from deuterium import precision, scoring
+from deuterium.data_types.audio import io as audio_io
 from stages import export
 
 VARIANTS = {
@@ -67,6 +68,6 @@ def test_the_scorer_runs_the_reduced_graph(variant, pipeline):
     _, out = variant
     scorer = scoring.Scorer(out)
     files = sorted((pipeline.root / "data/fsdd/recordings").glob("*.wav"))[:4]
-    probs = scorer.raw([audio_io.load(f, scorer.pre.sample_rate) for f in files])
+    probs = scorer.raw([audio_io.load(f, scorer.pre.input["sample_rate"]) for f in files])
     assert probs.shape == (4, len(scorer.pre.labels)) and np.all(np.isfinite(probs))
     assert np.allclose(probs.sum(1), 1, atol=1e-2)

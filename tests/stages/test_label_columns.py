@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from projects import make_project
 
-from deuterium import audio_io, scoring
+from deuterium import scoring
+from deuterium.data_types.audio import io as audio_io
 
 MULTI_LABEL = {
     "dataset": {
@@ -90,7 +91,8 @@ def test_multi_label_trains_sigmoid_outputs_and_exports_them(multi_label):
     scorer = scoring.Scorer(multi_label / "export")
     assert scorer.pre.multi_label and scorer.pre.labels == ["george", "even", "small"]
     waves = [
-        audio_io.load(multi_label / "data/fsdd/recordings" / f, scorer.pre.sample_rate) for f in preds.file
+        audio_io.load(multi_label / "data/fsdd/recordings" / f, scorer.pre.input["sample_rate"])
+        for f in preds.file
     ]
     assert np.abs(scorer.raw(waves) - probs).max() < 1e-4
     answers = scorer.predict(waves)
@@ -121,7 +123,8 @@ def test_multi_target_regression_predicts_every_column_through_onnx(multi_target
     scorer = scoring.Scorer(multi_target / "export")
     assert scorer.pre.target_names == ["digit", "index"]
     waves = [
-        audio_io.load(multi_target / "data/fsdd/recordings" / f, scorer.pre.sample_rate) for f in preds.file
+        audio_io.load(multi_target / "data/fsdd/recordings" / f, scorer.pre.input["sample_rate"])
+        for f in preds.file
     ]
     answers = scorer.predict(waves)
     assert set(answers[0]["predictions"]) == {"digit", "index"}

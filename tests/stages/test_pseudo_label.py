@@ -3,7 +3,10 @@ import filecmp
 
 def test_without_unlabeled_data_the_models_pass_through(pipeline):
     for fold in (0, 1):
-        a, b = pipeline.train / f"fold{fold}" / "model.safetensors", pipeline.pseudo / f"fold{fold}" / "model.safetensors"
+        a, b = (
+            pipeline.train / f"fold{fold}" / "model.safetensors",
+            pipeline.pseudo / f"fold{fold}" / "model.safetensors",
+        )
         assert filecmp.cmp(a, b, shallow=False)
 
 
@@ -46,7 +49,7 @@ def test_the_second_round_trains_on_the_pseudo_labels(pipeline, tmp_path, monkey
     info = json.loads((pipeline.split / "data_info.json").read_text())
     _, first_round = fitting.load_models(pipeline.train, problem, info)
     expected = inference.predict(
-        first_round, problem.activate, problem.files(unlabeled, exp), exp, torch.device("cpu")
+        first_round, problem, problem.files(unlabeled, exp), exp, torch.device("cpu")
     )
     assert np.allclose(
         targets[added.index.to_numpy()], expected, atol=1e-5

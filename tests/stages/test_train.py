@@ -31,4 +31,7 @@ def test_dvclive_curves_are_written(pipeline):
 
 def test_checkpoint_of_the_last_epoch_is_kept_for_resuming(pipeline):
     assert (pipeline.checkpoints / "train" / "fold0" / "last.pt").is_file()
-    assert yaml.safe_load((pipeline.train / "fold0" / "config.yaml").read_text())["problem_type"] == "audio_classification"
+    assert (
+        yaml.safe_load((pipeline.train / "fold0" / "config.yaml").read_text())["problem_type"]
+        == "audio_classification"
+    )

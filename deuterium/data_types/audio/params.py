@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from deuterium import audio_io
+from deuterium.data_types.audio import io
+from deuterium.data_types.audio.settings import AudioSettings
 from deuterium.errors import DataError
-from deuterium.settings import AudioSettings, ExperimentBase
+from deuterium.settings import ExperimentBase
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def choose(files: list[Path]) -> dict:
     """{sample_rate, training_chunk_seconds} from the files' headers."""
     if not files:
         raise DataError("audio.audio_parameters auto: there are no training files to choose from")
-    infos = [audio_io.info(f) for f in files]
+    infos = [io.info(f) for f in files]
     rates = Counter(i.sample_rate for i in infos)
     rate = max(rates, key=lambda r: (rates[r], r))
     seconds = float(np.percentile([i.seconds for i in infos], CHUNK_PERCENTILE))
@@ -58,8 +59,3 @@ def resolve(exp: ExperimentBase, info: dict) -> ExperimentBase:
         )
     audio = AudioSettings(audio_parameters="manual", audio_channels=exp.audio.audio_channels, **info["audio"])
     return exp.model_copy(update={"audio": audio})
-
-
-def of_models(exp: ExperimentBase, model_exp: ExperimentBase) -> ExperimentBase:
-    """`exp` (params.yaml: prediction, environment...) with the audio settings the models were trained with."""
-    return exp.model_copy(update={"audio": model_exp.audio})

@@ -15,7 +15,7 @@ import torchaudio
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from deuterium.settings import AudioSettings
+from deuterium.data_types.audio.settings import AudioSettings
 
 
 def dft_basis(n_fft: int) -> Tensor:

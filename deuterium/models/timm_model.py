@@ -1,4 +1,4 @@
-"""Waveform -> log-mel (one image channel per audio channel) -> timm backbone -> pooling -> dropout -> head."""
+"""A data type's front end (in the graph: log-mel, resize and normalize) -> timm backbone -> pooling -> dropout -> head."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ import os
 import timm
 from torch import Tensor, nn
 
-from deuterium.audio import LogMel
 from deuterium.errors import ConfigError
 from deuterium.models.pooling import Pool
-from deuterium.settings import ArchitectureSettings, AudioSettings
+from deuterium.settings import ArchitectureSettings
 
 
 def backbone(arch: ArchitectureSettings, in_chans: int = 1) -> nn.Module:
@@ -36,15 +35,19 @@ def backbone(arch: ArchitectureSettings, in_chans: int = 1) -> nn.Module:
         raise
 
 
-class AudioModel(nn.Module):
-    def __init__(self, audio: AudioSettings, arch: ArchitectureSettings, n_outputs: int):
+class TimmModel(nn.Module):
+    """`frontend` turns the graph's input into an image of `in_chans` channels for the backbone. The
+    attribute names (frontend, backbone, head) are what differential_learning_rate_layers and
+    use_previous_experiment_weights refer to."""
+
+    def __init__(self, frontend: nn.Module, in_chans: int, arch: ArchitectureSettings, n_outputs: int):
         super().__init__()
-        self.frontend = LogMel(audio)
-        self.backbone = backbone(arch, audio.audio_channels)
+        self.frontend = frontend
+        self.backbone = backbone(arch, in_chans)
         self.pool = Pool(arch.pool)
         self.dropout = nn.Dropout(arch.dropout)
         self.head = nn.Linear(self.pool.widen(self.backbone.num_features), n_outputs)
 
-    def forward(self, wave: Tensor) -> Tensor:
-        features = self.backbone.forward_features(self.frontend(wave))  # [batch, num_features, h, w]
+    def forward(self, x: Tensor) -> Tensor:
+        features = self.backbone.forward_features(self.frontend(x))  # [batch, num_features, h, w]
         return self.head(self.dropout(self.pool(features)))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -148,42 +147,3 @@ def pieces(wave: np.ndarray, size: int, method: str = "fix", min_size: int = 1) 
         last[..., : out[-1].shape[-1]] = out[-1]
         out[-1] = last
     return [np.ascontiguousarray(p, dtype=np.float32) for p in out]
-
-
-class PieceAverager:
-    """Runs the pieces of many clips in batches of equal shape; each clip's output is the mean over its pieces.
-
-    The PyTorch predictions (deuterium.inference) and the ONNX scorer (deuterium.scoring) both use it,
-    so they batch and average alike.
-    """
-
-    def __init__(self, run: Callable[[np.ndarray], np.ndarray], batch_size: int):
-        self.run, self.batch_size = run, max(1, batch_size)
-        self.pending: dict[tuple, list[tuple[int, np.ndarray]]] = {}
-        self.sums: list[np.ndarray | None] = []
-        self.counts: list[int] = []
-
-    def add(self, clip_pieces: list[np.ndarray]) -> None:
-        clip = len(self.sums)
-        self.sums.append(None)
-        self.counts.append(0)
-        for piece in clip_pieces:
-            group = self.pending.setdefault(piece.shape, [])
-            group.append((clip, piece))
-            if len(group) >= self.batch_size:
-                self._flush(piece.shape)
-
-    def _flush(self, shape: tuple) -> None:
-        group = self.pending.pop(shape, [])
-        if not group:
-            return
-        out = self.run(np.stack([piece for _, piece in group]))
-        for (clip, _), row in zip(group, out, strict=True):
-            row = row.astype(np.float64)
-            self.sums[clip] = row if self.sums[clip] is None else self.sums[clip] + row
-            self.counts[clip] += 1
-
-    def result(self) -> np.ndarray:
-        for shape in list(self.pending):
-            self._flush(shape)
-        return np.stack([s / c for s, c in zip(self.sums, self.counts, strict=True)]).astype(np.float32)

@@ -1,4 +1,8 @@
-"""What a problem type provides. Shared machinery (training loop, splitting, export) only calls these."""
+"""What a task provides: labels, loss, activation, metrics and plots, the same for every data type.
+
+A task (classification, regression) is one module with `@register("name")` on its class; deuterium.problems
+pairs it with every data type that takes it.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,24 @@ import numpy as np
 import pandas as pd
 from torch import Tensor, nn
 
-from deuterium.settings import ExperimentBase
+from deuterium.settings import ExperimentBase, PredictionBase, TrainingBase
+
+_REGISTRY: dict[str, type[Task]] = {}
+
+
+def register(name: str):
+    def wrap(cls: type[Task]) -> type[Task]:
+        if name in _REGISTRY:
+            raise ValueError(f"task {name!r} is registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def registered() -> dict[str, type[Task]]:
+    return dict(_REGISTRY)
 
 
 @dataclass(frozen=True)
@@ -19,16 +40,16 @@ class Metric:
     greater_is_better: bool
 
 
-class ProblemType:
+class Task:
     name: ClassVar[str]
-    Settings: ClassVar[type[ExperimentBase]]
+    Training: ClassVar[type[TrainingBase]]  # the training section, with this task's losses
+    Prediction: ClassVar[type[PredictionBase]]  # the prediction section's keys, with this task's metrics
     label_kind: ClassVar[Literal["categorical", "numeric"]]
 
     def __init__(self, exp: ExperimentBase | None = None):
-        # The experiment it serves (problems.of): what activate, truth and metrics do may depend on it.
+        # The experiment it serves: what activate, truth and metrics do may depend on it.
         self.exp = exp
 
-    # --- labels -----------------------------------------------------------------
     def label_info(self, frame: pd.DataFrame, exp: ExperimentBase) -> dict:
         """What later stages need to know about the labels (class names...), from the training frame."""
         raise NotImplementedError
@@ -40,10 +61,6 @@ class ProblemType:
         """Targets as float32 [n, n_outputs] (one-hot for single-label classification)."""
         raise NotImplementedError
 
-    # --- model ------------------------------------------------------------------
-    def model(self, exp: ExperimentBase, n_outputs: int) -> nn.Module:
-        raise NotImplementedError
-
     def loss(self, exp: ExperimentBase) -> nn.Module:
         raise NotImplementedError
 
@@ -51,8 +68,10 @@ class ProblemType:
         """Logits -> what a client gets (probabilities, values). Part of the ONNX graph."""
         raise NotImplementedError
 
-    # --- evaluation ---------------------------------------------------------------
     def metrics(self) -> dict[str, Metric]:
+        raise NotImplementedError
+
+    def truth(self, targets: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def prediction_columns(self, preds: np.ndarray, info: dict) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Audio regression: one or more numeric label columns, one output each."""
+"""Regression: one or more numeric label columns, one output each."""
 
 from __future__ import annotations
 
@@ -11,10 +11,8 @@ from sklearn import metrics as skm
 from torch import Tensor, nn
 
 from deuterium.errors import DataError
-from deuterium.problems.audio import AudioProblem
-from deuterium.problems.base import Metric
-from deuterium.problems.registry import register
 from deuterium.settings import ExperimentBase, PredictionBase, TrainingBase
+from deuterium.tasks.base import Metric, Task, register
 
 
 class RegressionTraining(TrainingBase):
@@ -23,12 +21,6 @@ class RegressionTraining(TrainingBase):
 
 class RegressionPrediction(PredictionBase):
     metric: Literal["MAE", "MSE", "RMSE", "MAPE", "SMAPE", "R2"] = "MAE"
-
-
-class AudioRegressionSettings(ExperimentBase):
-    problem_type: Literal["audio_regression"]
-    training: RegressionTraining = RegressionTraining()
-    prediction: RegressionPrediction = RegressionPrediction()
 
 
 class RMSELoss(nn.Module):
@@ -51,9 +43,10 @@ _METRICS = {
 }
 
 
-@register("audio_regression")
-class AudioRegression(AudioProblem):
-    Settings = AudioRegressionSettings
+@register("regression")
+class Regression(Task):
+    Training = RegressionTraining
+    Prediction = RegressionPrediction
     label_kind = "numeric"
 
     def label_info(self, frame: pd.DataFrame, exp: ExperimentBase) -> dict:

@@ -1,4 +1,4 @@
-"""Audio classification: one label column of class names (softmax over the classes), or several 0/1 label
+"""Classification: one label column of class names (softmax over the classes), or several 0/1 label
 columns, one per class (multi-label: a row may have several classes; sigmoid per class).
 
 Which activation the model ends with follows the loss: sigmoid for `bce` and `sigmoid_focal` (and for
@@ -17,10 +17,8 @@ from torch import Tensor, nn
 
 from deuterium import losses
 from deuterium.errors import ConfigError, DataError
-from deuterium.problems.audio import AudioProblem
-from deuterium.problems.base import Metric
-from deuterium.problems.registry import register
 from deuterium.settings import ExperimentBase, PredictionBase, TrainingBase
+from deuterium.tasks.base import Metric, Task, register
 
 
 class ClassificationTraining(TrainingBase):
@@ -33,12 +31,6 @@ class ClassificationPrediction(PredictionBase):
     metric: Literal["Accuracy", "LogLoss", "F1", "F2", "F05", "Precision", "Recall", "MCC", "ROC_AUC"] = (
         "Accuracy"
     )
-
-
-class AudioClassificationSettings(ExperimentBase):
-    problem_type: Literal["audio_classification"]
-    training: ClassificationTraining = ClassificationTraining()
-    prediction: ClassificationPrediction = ClassificationPrediction()
 
 
 THRESHOLD = 0.5  # multi-label: a class is predicted when its probability reaches this
@@ -95,9 +87,10 @@ _MULTI_LABEL_METRICS = {
 }
 
 
-@register("audio_classification")
-class AudioClassification(AudioProblem):
-    Settings = AudioClassificationSettings
+@register("classification")
+class Classification(Task):
+    Training = ClassificationTraining
+    Prediction = ClassificationPrediction
     label_kind = "categorical"
 
     def _column(self, exp: ExperimentBase) -> str:

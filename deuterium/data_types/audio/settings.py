@@ -1,0 +1,78 @@
+"""The audio data type's settings: its `audio` section and its keys in dataset, prediction, augmentation
+and logging (H2O Hydrogen Torch's names)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from deuterium.settings import LoggingBase, MixSettings, PredictionBase, Section
+
+
+class AudioSettings(Section):
+    audio_parameters: Literal["auto", "manual"] = "manual"  # auto: see deuterium/data_types/audio/params.py
+    audio_channels: int = Field(1, ge=1, le=32)
+    sample_rate: int = Field(16000, ge=1000, le=192000)
+    training_chunk_seconds: float = Field(1.0, gt=0, le=60)
+    stft_window_size: int = Field(512, ge=16)
+    hop_size: int = Field(128, ge=1)
+    mel_frequency_bins: int = Field(64, ge=8, le=512)
+    min_frequency: float = Field(0.0, ge=0)
+    max_frequency: float | None = Field(None, gt=0)
+    spectrogram_normalization: Literal["no", "image"] = "image"
+
+    @field_validator("spectrogram_normalization", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: object) -> object:
+        return "no" if value is False else value  # YAML 1.1 reads a bare `no` as false
+
+    @model_validator(mode="after")
+    def _frequencies(self) -> AudioSettings:
+        manual = sorted(self.model_fields_set - {"audio_parameters", "audio_channels"})
+        if self.audio_parameters == "auto" and manual:
+            raise ValueError(
+                f"audio.audio_parameters 'auto' chooses {', '.join(manual)} from the training files; "
+                "remove them or set audio_parameters: manual"
+            )
+        nyquist = self.sample_rate / 2
+        top = self.max_frequency if self.max_frequency is not None else nyquist
+        if top > nyquist:
+            raise ValueError(
+                f"audio.max_frequency {top} is above the Nyquist frequency {nyquist} of sample_rate"
+            )
+        if self.min_frequency >= top:
+            raise ValueError(f"audio.min_frequency {self.min_frequency} must be below max_frequency {top}")
+        if self.hop_size > self.stft_window_size:
+            raise ValueError("audio.hop_size must not exceed audio.stft_window_size")
+        return self
+
+    @property
+    def chunk_samples(self) -> int:
+        return round(self.training_chunk_seconds * self.sample_rate)
+
+
+class AudioPrediction(PredictionBase):
+    inference_chunk_method: Literal["fix", "varying"] = "fix"
+    inference_chunk_seconds: float | None = Field(None, gt=0, le=600)  # fix: chunk length
+    max_inference_chunk_seconds: float = Field(600.0, gt=0, le=600)  # varying: longest piece
+
+    @model_validator(mode="after")
+    def _chunk_method(self) -> AudioPrediction:
+        if self.inference_chunk_method == "varying" and self.inference_chunk_seconds is not None:
+            raise ValueError(
+                "prediction.inference_chunk_seconds is for inference_chunk_method 'fix'; "
+                "'varying' takes max_inference_chunk_seconds"
+            )
+        return self
+
+
+class AudioAugmentation(MixSettings):
+    mix_audio: Literal["disabled", "mixup"] = "disabled"
+
+
+class AudioLogging(LoggingBase):
+    number_of_audios_to_show: int = Field(10, ge=0, le=1000)
+
+
+DATASET_FIELDS = {"audio_column": (str, "audio")}

@@ -1,0 +1,156 @@
+"""What a data type provides: how a row of a dataframe becomes model input, in training and in scoring.
+
+A data type (audio, image) owns its section of params.yaml, the per-row checks of the validate stage, the
+training `Dataset` and its augmentations, the model's front end, the ONNX graph's input and the torch-free
+`Decoder` that the service and the standalone scorer turn an upload into that input with. Stages, export,
+serving and flows ask `deuterium.data_types` (through `deuterium.problems`) and never name one.
+
+This module and each data type's `__init__` import no torch: the BentoML service loads them to find the
+decoder. What needs torch (dataset, model) is imported inside the methods that train.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from deuterium import assets
+from deuterium.settings import LoggingBase, MixSettings, PredictionBase, Section
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from torch import Tensor, nn
+    from torch.utils.data import Dataset
+
+    from deuterium.settings import ExperimentBase
+
+_REGISTRY: dict[str, type[DataType]] = {}
+
+
+def register(name: str):
+    def wrap(cls: type[DataType]) -> type[DataType]:
+        if name in _REGISTRY:
+            raise ValueError(f"data type {name!r} is registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def registered() -> dict[str, type[DataType]]:
+    return dict(_REGISTRY)
+
+
+class Decoder:
+    """Torch-free: a file, bytes or a JSON payload -> the array the ONNX graph takes (`input_name`).
+
+    Built from the `input` part of preprocessing.json, so training, export's parity check, the standalone
+    scorer and the service decode alike. `bounded` False lifts the limits meant for requests (training data
+    may hold long clips or large images).
+    """
+
+    input_name: ClassVar[str] = "input"
+
+    def __init__(self, settings: dict, bounded: bool = True):
+        self.settings, self.bounded = settings, bounded
+
+    def load(self, source: Path | str | bytes, name: str | None = None) -> np.ndarray:
+        """Raises deuterium.errors.InputError naming `name` when the input cannot be used."""
+        raise NotImplementedError
+
+    def pieces(self, x: np.ndarray) -> list[np.ndarray]:
+        """What one input is scored as; its prediction is the mean over the pieces (one piece by default)."""
+        return [x]
+
+    def from_json(self, payload: dict[str, Any]) -> np.ndarray:
+        """The service's JSON endpoint: a payload (data type specific keys) -> a decoded input."""
+        raise NotImplementedError
+
+    def limits(self) -> dict:
+        """What one request may be, for the service's health answer."""
+        return {}
+
+
+class DataType:
+    name: ClassVar[str]
+    noun: ClassVar[str]  # in messages: "audio file not found", "image file not found"
+    Settings: ClassVar[type[Section]]  # its section of params.yaml, named after the data type
+    Prediction: ClassVar[type[PredictionBase]] = PredictionBase  # its keys of the prediction section
+    Augmentation: ClassVar[type[MixSettings]]
+    Logging: ClassVar[type[LoggingBase]]
+    dataset_fields: ClassVar[dict[str, tuple]]  # its keys of the dataset section: {name: (type, default)}
+    column_key: ClassVar[str]  # the dataset key naming the column of files
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression")
+    file_suffixes: ClassVar[frozenset[str]]  # what the standalone scorer picks from a folder
+    scoring_requirements: ClassVar[tuple[str, ...]]  # pip names its Decoder needs (the bento installs them)
+    front_end: ClassVar[
+        str
+    ]  # qualified name of the model's front-end class: kept float32 in reduced precision
+    decoder_class: ClassVar[str]  # "module:Class" of its Decoder, imported when asked for
+    json_help: ClassVar[str]  # what the service's /predict_json takes under `input`
+    json_example: ClassVar[dict]
+    limits_example: ClassVar[dict]  # Decoder.limits() of a typical model, for the OpenAPI page
+    settings_checks: ClassVar[
+        tuple
+    ] = ()  # functions(exp) raising ValueError for settings that clash across sections
+
+    def __init__(self, exp: ExperimentBase | None = None):
+        self.exp = exp
+
+    # --- rows and files -----------------------------------------------------------
+    def column(self, exp: ExperimentBase) -> str:
+        return getattr(exp.dataset, self.column_key)
+
+    def files(self, frame: pd.DataFrame, exp: ExperimentBase, data_folder: Path | None = None) -> list[Path]:
+        folder = data_folder or exp.dataset.data_folder
+        return [assets.resolve(folder, name) for name in frame[self.column(exp)]]
+
+    def check_file(self, path: Path, shown: str, exp: ExperimentBase) -> str | None:
+        """validate: why this file cannot be used (None when it can), cheaply (headers, not whole decodes)."""
+        raise NotImplementedError
+
+    # --- settings chosen from the data --------------------------------------------------------
+    def choose(self, files: list[Path], exp: ExperimentBase) -> dict | None:
+        """split: settings chosen from the training files (`auto` settings), recorded in data_info.json."""
+        return None
+
+    def resolve(self, exp: ExperimentBase, info: dict) -> ExperimentBase:
+        """`exp` with what `choose` recorded: the experiment the models are trained with."""
+        return exp
+
+    def of_models(self, exp: ExperimentBase, model_exp: ExperimentBase) -> ExperimentBase:
+        """`exp` (params.yaml: prediction, environment...) with the data settings the models were trained with."""
+        section = type(model_exp).data_section
+        return exp.model_copy(update={section: getattr(model_exp, section)})
+
+    # --- scoring (torch-free) -------------------------------------------------------------
+    def preprocessing(self, exp: ExperimentBase) -> dict:
+        """The `input` part of preprocessing.json: everything its Decoder needs."""
+        raise NotImplementedError
+
+    @classmethod
+    def decoder(cls, settings: dict, bounded: bool = True) -> Decoder:
+        import importlib
+
+        module, name = cls.decoder_class.split(":")
+        return getattr(importlib.import_module(module), name)(settings, bounded)
+
+    # --- training (torch) ---------------------------------------------------------------
+    def dataset(self, files: list[Path], targets: np.ndarray, exp: ExperimentBase, seed: int) -> Dataset:
+        """Training items (input, target) with the augmentations; item i's randomness from (seed, epoch, i)."""
+        raise NotImplementedError
+
+    def model(self, exp: ExperimentBase, n_outputs: int) -> nn.Module:
+        """Decoded input (the graph's input) -> logits: the front end, a timm backbone, pooling, the head."""
+        raise NotImplementedError
+
+    def example_input(self, exp: ExperimentBase) -> tuple[Tensor, dict[int, Any]]:
+        """An input for the ONNX exporter and its dynamic dimensions (batch is always dynamic)."""
+        raise NotImplementedError
+
+    def render(self, x: np.ndarray, exp: ExperimentBase) -> tuple[np.ndarray, dict]:
+        """insights: a decoded input as a picture a person looks at, with imshow's keyword arguments."""
+        raise NotImplementedError
