@@ -1,0 +1,68 @@
+"""Training items of the image data type: decoded pixels, resized as the graph resizes, augmented with
+torchvision transforms v2 (DeepQ's augmentations)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from deuterium.data_types.base import Decoder
+from deuterium.data_types.image.frontend import resize
+from deuterium.data_types.image.settings import ImageAugmentation, ImageSettings
+
+
+def transforms(settings: ImageSettings, aug: ImageAugmentation) -> v2.Compose:
+    """[channels, h, w] floats in [0, 1] -> [channels, size, size]; every augmentation off is the identity."""
+    size = settings.image_size
+    steps: list = []
+    if aug.random_resized_crop:
+        steps.append(v2.RandomResizedCrop(size, scale=aug.crop_scale, ratio=aug.crop_ratio, antialias=True))
+    else:
+        steps.append(v2.Lambda(lambda x: resize(x[None], size, settings.resize_method)[0]))
+    if aug.horizontal_flip_probability:
+        steps.append(v2.RandomHorizontalFlip(aug.horizontal_flip_probability))
+    if aug.vertical_flip_probability:
+        steps.append(v2.RandomVerticalFlip(aug.vertical_flip_probability))
+    if aug.rotation_degrees:
+        steps.append(v2.RandomRotation(aug.rotation_degrees, interpolation=v2.InterpolationMode.BILINEAR))
+    if aug.brightness or aug.contrast or aug.saturation or aug.hue:
+        steps.append(v2.ColorJitter(aug.brightness, aug.contrast, aug.saturation, aug.hue))
+    return v2.Compose(steps)
+
+
+class ImageFiles(Dataset):
+    """Item i: the image, transformed, as float pixels 0-255 [size, size, channels] (the graph's layout).
+
+    The randomness of item i comes from (seed, epoch, i) alone, so data-loader workers never repeat each
+    other and a resumed run draws what the killed one would have (the loop calls set_epoch).
+    """
+
+    def __init__(
+        self,
+        files: list[Path],
+        targets: np.ndarray,
+        decoder: Decoder,
+        settings: ImageSettings,
+        aug: ImageAugmentation,
+        seed: int,
+    ):
+        self.files, self.targets, self.decoder = files, targets, decoder
+        self.transform = transforms(settings, aug)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        x = torch.from_numpy(self.decoder.load(self.files[i])).permute(2, 0, 1).float() / 255.0
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(np.random.SeedSequence([self.seed, self.epoch, i]).generate_state(1)[0]))
+            x = self.transform(x)
+        return (x.clamp(0, 1) * 255.0).permute(1, 2, 0).contiguous(), torch.from_numpy(self.targets[i])
