@@ -12,7 +12,17 @@ from flows.pipeline import RAN, UNCHANGED, metrics_markdown, pipeline, stage_ord
 
 e2e = pytest.mark.e2e  # real dvc, torch and a Prefect server
 
-STAGES = ["validate", "split", "train", "pseudo_label", "evaluate", "export", "package"]
+STAGES = [
+    "settings",
+    "prepare",
+    "validate",
+    "split",
+    "train",
+    "pseudo_label",
+    "evaluate",
+    "export",
+    "package",
+]
 
 
 @e2e
