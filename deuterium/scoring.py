@@ -90,7 +90,8 @@ class PieceAverager:
     """Runs the pieces of many inputs in batches of equal shape; each input's output is the mean over its pieces.
 
     The PyTorch predictions (deuterium.inference) and the ONNX scorer both use it, so they batch and
-    average alike.
+    average alike. At most `batch_size` pieces wait at once, whatever their shapes (images of many sizes
+    would otherwise all be held until the end).
     """
 
     def __init__(self, run: Callable[[np.ndarray], np.ndarray], batch_size: int):
@@ -108,6 +109,9 @@ class PieceAverager:
             group.append((item, piece))
             if len(group) >= self.batch_size:
                 self._flush(piece.shape)
+            elif sum(len(g) for g in self.pending.values()) >= self.batch_size:
+                for shape in list(self.pending):
+                    self._flush(shape)
 
     def _flush(self, shape: tuple) -> None:
         group = self.pending.pop(shape, [])

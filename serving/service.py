@@ -220,19 +220,48 @@ class Scoring:
         self.identity = {"model": self.model.tag.name, "version": self.model.tag.version}
         self.decodes = asyncio.Semaphore(MAX_DECODES)
 
-    async def _bounded(self, fn, *args) -> np.ndarray:
-        """Decode in a thread, at most MAX_DECODES at once; a bad input becomes a 4xx."""
-        async with self.decodes:
-            try:
-                return await asyncio.to_thread(fn, *args)
-            except InputError as err:
-                raise RequestError(str(err)) from None
+    async def _decoded(self, fn, *args):
+        """Run a decoding step in a thread; a bad input becomes a 4xx."""
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except InputError as err:
+            raise RequestError(str(err)) from None
 
     def _decode_file(self, path: Path, name: str) -> np.ndarray:
         data = path.read_bytes()
         if not data:
             raise InputError(f"{name}: the file is empty")
         return self.decoder.load(data, name)
+
+    def _decode_files(self, paths: list[Path]) -> list[np.ndarray]:
+        """Every file of a batch, after checking from their headers that together they decode to no more
+        than one input's limit allows; every bad file named at once."""
+        datas, errors, cost = [], [], 0
+        for i, path in enumerate(paths):
+            name = f"files[{i}]"
+            datas.append(path.read_bytes())
+            try:
+                if not datas[-1]:
+                    raise InputError(f"{name}: the file is empty")
+                cost += self.decoder.cost(datas[-1], name)
+            except InputError as err:
+                errors.append(str(err))
+        if errors:
+            raise InputError("; ".join(errors))
+        budget = self.decoder.max_cost()
+        if budget and cost > budget:
+            raise InputError(
+                f"the files decode to {cost} bytes together, more than the limit of {budget} per request"
+            )
+        decoded = []
+        for i, data in enumerate(datas):
+            try:
+                decoded.append(self.decoder.load(data, f"files[{i}]"))
+            except InputError as err:
+                errors.append(str(err))
+        if errors:  # every bad file named at once, so the client can fix them in one go
+            raise InputError("; ".join(errors))
+        return decoded
 
     async def _call_model(self, method: str, *args):
         call = getattr(self.model_service.to_async, method)
@@ -253,8 +282,9 @@ class Scoring:
         size its data type reads, within the limits in /health.
 
         Example: `curl -F file=@clip.wav http://localhost:3000/predict`"""
-        x = await self._bounded(self._decode_file, file, "file")
-        [result] = await self._score([x])
+        async with self.decodes:  # held until scored: at most MAX_DECODES decoded inputs in memory
+            x = await self._decoded(self._decode_file, file, "file")
+            [result] = await self._score([x])
         return {**self.identity, **result}
 
     @bentoml.api
@@ -265,15 +295,10 @@ class Scoring:
         same order.
 
         Example: `curl -F files=@a.wav -F files=@b.flac http://localhost:3000/predict_batch`"""
-        jobs = [self._bounded(self._decode_file, path, f"files[{i}]") for i, path in enumerate(files)]
-        decoded = await asyncio.gather(*jobs, return_exceptions=True)
-        for d in decoded:
-            if isinstance(d, BaseException) and not isinstance(d, RequestError):
-                raise d  # a bug here, not a bad file
-        errors = [str(d) for d in decoded if isinstance(d, RequestError)]
-        if errors:  # every bad file named at once, so the client can fix them in one go
-            raise RequestError("; ".join(errors))
-        return {**self.identity, "results": await self._score(list(decoded))}
+        async with self.decodes:  # one request, one slot: its files are bounded together by their cost
+            decoded = await self._decoded(self._decode_files, files)
+            results = await self._score(decoded)
+        return {**self.identity, "results": results}
 
     @bentoml.api
     async def predict_json(
@@ -286,8 +311,9 @@ class Scoring:
         """One input as JSON under `input`, in the data type's keys (/health's `json_input` says which).
 
         Example: `{"input": {"waveform": [0.0, 0.01, -0.02, 0.03], "sample_rate": 16000}}`"""
-        x = await self._bounded(self.decoder.from_json, input)
-        [result] = await self._score([x])
+        async with self.decodes:
+            x = await self._decoded(self.decoder.from_json, input)
+            [result] = await self._score([x])
         return {**self.identity, **result}
 
     @bentoml.api

@@ -61,6 +61,15 @@ class Decoder:
         """Raises deuterium.errors.InputError naming `name` when the input cannot be used."""
         raise NotImplementedError
 
+    def cost(self, source: bytes, name: str) -> int:
+        """What decoding `source` will take (bytes), read from its header; 0 when the data type does not say.
+        Raises InputError when the header alone shows it is over the limits."""
+        return 0
+
+    def max_cost(self) -> int:
+        """The most one request may decode to (bytes), by `cost`; 0: no limit beyond each input's own."""
+        return 0
+
     def pieces(self, x: np.ndarray) -> list[np.ndarray]:
         """What one input is scored as; its prediction is the mean over the pieces (one piece by default)."""
         return [x]

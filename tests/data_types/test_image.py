@@ -237,3 +237,48 @@ def test_items_are_reproducible_by_seed_epoch_and_row(tmp_path):
     b.set_epoch(1)
     assert not torch.equal(a[2][0], b[2][0])  # a new epoch draws anew
     assert not torch.equal(make(2)[2][0], a[2][0])
+
+
+def test_formats_that_decode_while_opening_are_refused():
+    """ICO (and ICNS) decode their embedded image inside Image.open, before any size check could run."""
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(buf, format="ICO")
+    with pytest.raises(
+        InputError, match="icon.ico: not a readable image \\(format not recognised; PNG, JPEG"
+    ):
+        decode.ImageDecoder({"channels": 1}).load(buf.getvalue(), "icon.ico")
+
+
+def test_a_thin_image_is_refused_by_its_longest_side():
+    d = decode.ImageDecoder({"channels": 1, "max_pixels": 10_000})  # squares up to 100 x 100; sides up to 400
+    assert d.load(_png(np.zeros((1, 400), np.uint8))).shape == (1, 400, 1)
+    with pytest.raises(InputError, match="401x1 has a side longer than the limit of 400"):
+        d.load(_png(np.zeros((1, 401), np.uint8)), "thin.png")
+
+
+def test_32_bit_and_float_images_are_scaled_to_8_bits(tmp_path):
+    grey = decode.ImageDecoder({"channels": 1})
+    ints = tmp_path / "i.tif"
+    Image.fromarray(np.full((3, 3), 65535, np.int32)).save(ints)
+    assert np.all(grey.load(ints) == 255)
+    floats = tmp_path / "f.tif"
+    Image.fromarray(np.full((3, 3), 0.5, np.float32)).save(floats)
+    assert np.all(grey.load(floats) == 128)  # [0, 1] floats scaled, not clipped to black
+
+
+def test_huge_json_numbers_are_a_clear_error():
+    with pytest.raises(InputError, match="pixels"):
+        decode.ImageDecoder({"channels": 1}).from_json({"pixels": [[10**400]]})
+
+
+def test_waiting_pieces_of_many_shapes_are_bounded():
+    from deuterium.scoring import PieceAverager
+
+    waiting = []
+    averager = PieceAverager(
+        lambda batch: waiting.append(len(batch)) or np.zeros((len(batch), 2)), batch_size=4
+    )
+    for size in range(10, 30):  # twenty images of twenty sizes
+        averager.add([np.zeros((size, size, 1), np.uint8)])
+        assert sum(len(g) for g in averager.pending.values()) < 4
+    assert averager.result().shape == (20, 2) and sum(waiting) == 20

@@ -161,22 +161,27 @@ def test_hostile_uploads_get_a_4xx_and_memory_stays_bounded(server):
         )
     assert codes == [400] * 10
     assert _rss_mb(pid) - before < 300, (before, _rss_mb(pid))
+    # two images each within the limit, together over it: refused from their headers, as one request
+    pair = [("files", (f"{k}.png", big_png(5000, 6000))) for k in range(2)]
+    r = requests.post(f"{server}/predict_batch", files=pair, timeout=60)
+    assert r.status_code == 400 and "together, more than the limit" in r.json()["error"], r.text
 
 
 @functools.cache
-def big_png(side: int = 46_000) -> bytes:
-    """A valid grey PNG of side x side black pixels (2.1 gigapixels) that compresses to a few MB."""
+def big_png(side: int = 46_000, height: int | None = None) -> bytes:
+    """A valid grey PNG of side x height black pixels (2.1 gigapixels by default) that compresses to a few MB."""
     import struct
     import zlib
 
+    height = height or side
     row = b"\0" * (side + 1)
     packer = zlib.compressobj(9)
-    body = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    body = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    head = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    head = struct.pack(">IIBBBBB", side, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
 
 

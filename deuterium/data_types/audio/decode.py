@@ -80,7 +80,10 @@ class AudioDecoder(Decoder):
                 isinstance(v, int | float) and not isinstance(v, bool) for v in values
             ):
                 raise InputError(f"{name}: a list of numbers")
-            samples = np.asarray(values, dtype=np.float32)
+            try:
+                samples = np.asarray(values, dtype=np.float32)
+            except OverflowError:  # JSON integers of hundreds of digits
+                raise InputError(f"{name}: numbers out of range") from None
         if samples.size == 0:
             raise InputError(f"{name}: no samples")
         if samples.size / rate > self.max_seconds:

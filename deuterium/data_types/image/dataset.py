@@ -15,6 +15,16 @@ from deuterium.data_types.image.frontend import resize
 from deuterium.data_types.image.settings import ImageAugmentation, ImageSettings
 
 
+class Resize:
+    """The graph's resize as a transform (a class, not a lambda, so data-loader workers can pickle it)."""
+
+    def __init__(self, size: int, method: str):
+        self.size, self.method = size, method
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return resize(x[None], self.size, self.method)[0]
+
+
 def transforms(settings: ImageSettings, aug: ImageAugmentation) -> v2.Compose:
     """[channels, h, w] floats in [0, 1] -> [channels, size, size]; every augmentation off is the identity."""
     size = settings.image_size
@@ -22,7 +32,7 @@ def transforms(settings: ImageSettings, aug: ImageAugmentation) -> v2.Compose:
     if aug.random_resized_crop:
         steps.append(v2.RandomResizedCrop(size, scale=aug.crop_scale, ratio=aug.crop_ratio, antialias=True))
     else:
-        steps.append(v2.Lambda(lambda x: resize(x[None], size, settings.resize_method)[0]))
+        steps.append(Resize(size, settings.resize_method))
     if aug.horizontal_flip_probability:
         steps.append(v2.RandomHorizontalFlip(aug.horizontal_flip_probability))
     if aug.vertical_flip_probability:

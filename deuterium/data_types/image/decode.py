@@ -1,8 +1,9 @@
 """Image files and uploads -> uint8 pixels [height, width, channels] (numpy and Pillow; no torch).
 
-The size is read from the header and checked against `max_pixels` before anything is decoded, so a small
-file that would decode to a huge image (a decompression bomb) costs nothing; Pillow's own bomb check stays
-on for training data too.
+The size is read from the header and checked against `max_pixels` (and the longest side against
+`max_side`) before anything is decoded, so a small file that would decode to a huge image (a decompression
+bomb) costs nothing. Only the formats in FORMATS are opened: some other Pillow plugins (ICO, ICNS) decode
+while opening, before any size is known. Pillow's own bomb check stays on at CEILING as a second guard.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +23,34 @@ from deuterium.errors import InputError
 
 SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 CEILING = 500_000_000  # pixels: what even training data may not exceed (image.max_pixels' own maximum)
-Image.MAX_IMAGE_PIXELS = None  # Pillow's bomb check is replaced by ours, made before any decoding
+Image.MAX_IMAGE_PIXELS = CEILING // 2  # Pillow refuses twice this while opening: our ceiling, as a backstop
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")  # read their size from the header, decode on load()
+
+
+def max_side(max_pixels: int) -> int:
+    """The longest side an image may have: 4 x the side of a square of max_pixels. Without it a 1 x 10^7
+    image passes the pixel limit, and resizing it to a square makes intermediates of gigabytes."""
+    return 4 * math.isqrt(max_pixels)
 
 
 def open_image(source: Path | str | bytes, name: str) -> Image.Image:
     """The image, opened lazily (header only); InputError naming `name` when it is not one."""
     try:
-        return Image.open(io.BytesIO(source) if isinstance(source, bytes | bytearray) else str(source))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        data = io.BytesIO(source) if isinstance(source, bytes | bytearray) else str(source)
+        return Image.open(data, formats=FORMATS)
+    except MemoryError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise InputError(f"{name}: more than the limit of {CEILING} pixels ({_reason(err)})") from None
+    except Exception as err:  # Pillow's plugins raise many types for broken or hostile headers
+        if isinstance(err, FileNotFoundError):
+            raise InputError(f"{name}: file not found") from None
         raise InputError(f"{name}: not a readable image ({_reason(err)})") from None
 
 
 def _reason(err: Exception) -> str:
     if isinstance(err, UnidentifiedImageError):
-        return "format not recognised"
+        return f"format not recognised; {', '.join(FORMATS)} are read"
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return text.rstrip(".")
 
@@ -45,13 +61,24 @@ def pixels(im: Image.Image, channels: int, name: str) -> np.ndarray:
     try:
         im.load()
         im = ImageOps.exif_transpose(im)
-        if im.mode in SIXTEEN_BIT:
-            im = Image.fromarray((np.asarray(im, dtype=np.float32) / 257).round().astype(np.uint8))
+        if im.mode in (*SIXTEEN_BIT, "I", "F"):
+            im = Image.fromarray(_to_8_bit(np.asarray(im, dtype=np.float64), im.mode))
         im = im.convert("L" if channels == 1 else "RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # truncated, corrupt
+    except MemoryError:
+        raise
+    except Exception as err:  # truncated, corrupt, or a plugin's own failure: the input's fault
         raise InputError(f"{name}: image data is corrupt ({_reason(err)})") from None
     out = np.array(im, dtype=np.uint8)  # a writable copy (torch warns on read-only arrays)
     return out[..., np.newaxis] if out.ndim == 2 else out
+
+
+def _to_8_bit(values: np.ndarray, mode: str) -> np.ndarray:
+    """16- and 32-bit integer images as 16-bit (scaled by 1/257), float images in [0, 1] scaled to 255."""
+    if mode == "F" and np.nanmax(values, initial=0) <= 1:
+        values = values * 255
+    elif mode != "F":
+        values = np.clip(values, 0, 65535) / 257
+    return np.nan_to_num(np.clip(values, 0, 255)).round().astype(np.uint8)
 
 
 class ImageDecoder(Decoder):
@@ -71,6 +98,20 @@ class ImageDecoder(Decoder):
                 f"{name}: {width}x{height} = {width * height} pixels is more than the limit of {limit} "
                 "(image.max_pixels)"
             )
+        if max(width, height) > max_side(limit):
+            raise InputError(
+                f"{name}: {width}x{height} has a side longer than the limit of {max_side(limit)} pixels "
+                "(4 x the side of a square of image.max_pixels)"
+            )
+
+    def max_cost(self) -> int:
+        return self.max_pixels * self.channels if self.bounded else 0
+
+    def cost(self, source: bytes, name: str) -> int:
+        """Decoded bytes, from the header alone (the service bounds a whole batch by it)."""
+        with open_image(source, name) as im:
+            self.check_size(*im.size, name)
+            return im.size[0] * im.size[1] * self.channels
 
     def load(self, source: Path | str | bytes, name: str | None = None) -> np.ndarray:
         name = name or (str(source) if not isinstance(source, bytes | bytearray) else "upload")
@@ -101,7 +142,7 @@ class ImageDecoder(Decoder):
             return self.load(data, "image_base64")
         try:
             arr = np.asarray(payload["pixels"], dtype=np.float64)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             raise InputError(
                 "pixels: rows of equal length, of numbers or of equal-length lists of numbers"
             ) from None

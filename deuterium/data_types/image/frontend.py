@@ -17,14 +17,18 @@ IMAGENET = {1: ([0.449], [0.226]), 3: ([0.485, 0.456, 0.406], [0.229, 0.224, 0.2
 
 
 def resize(x: Tensor, size: int, method: str) -> Tensor:
-    """[batch, channels, h, w] floats -> [batch, channels, size, size]. keep_aspect_ratio pads the shorter
-    side (zeros, centred) to a square first. Antialiased bilinear, so a large photo does not alias."""
-    if method == "keep_aspect_ratio":
-        h, w = x.shape[-2], x.shape[-1]
-        side = torch.sym_max(h, w)
-        top, left = (side - h) // 2, (side - w) // 2
-        x = F.pad(x, (left, side - w - left, top, side - h - top))
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    """[batch, channels, h, w] floats -> [batch, channels, size, size]. Antialiased bilinear, so a large photo
+    does not alias. keep_aspect_ratio scales the longer side to `size`, then pads the shorter one (zeros,
+    centred): padding first would make a square of the longer side at full resolution."""
+    if method != "keep_aspect_ratio":
+        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    h, w = x.shape[-2], x.shape[-1]
+    longest = torch.sym_max(h, w)
+    new_h = torch.sym_max((h * size + longest // 2) // longest, 1)
+    new_w = torch.sym_max((w * size + longest // 2) // longest, 1)
+    x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    return F.pad(x, (left, size - new_w - left, top, size - new_h - top))
 
 
 class ImageFrontEnd(nn.Module):
