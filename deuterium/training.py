@@ -131,6 +131,7 @@ class RunState:
     best_predictions: np.ndarray | None = None
     best_weights: dict[str, torch.Tensor] | None = None  # kept with save_best_checkpoint
     history: list[list] = field(default_factory=list)  # [step, name, value] as logged; replayed on resume
+    reference: float | None = None  # early stopping: the score the next ones must beat by min_delta
     stale: int = 0  # validations since the metric last improved by more than early_stopping_min_delta
     stopped: bool = False  # early stopping ended the run
 
@@ -274,35 +275,30 @@ def fit(exp: ExperimentBase, model: nn.Module, loop: Loop, state: RunState) -> R
             loop.live.log_metric(f"{loop.prefix}/{key}", float(value))
 
     def evaluate() -> None:
-        if loop.validate is None:
-            return
-        score, preds = loop.validate(net)
-        state.score, state.predictions = score, preds
-        record(f"valid/{loop.metric_name}", score)
-        improved = state.best_score is None or _better(
-            score,
-            state.best_score + (1 if loop.greater_is_better else -1) * t.early_stopping_min_delta,
-            loop.greater_is_better,
-        )
-        state.stale = 0 if improved else state.stale + 1
-        if t.early_stopping_patience and state.stale >= t.early_stopping_patience:
-            state.stopped = True
-            record("train/early_stopped", 1)
-            log.info(
-                "%s step %d: early stopping, %s has not improved by more than %g in %d validations",
-                loop.prefix,
-                state.step,
-                loop.metric_name,
-                t.early_stopping_min_delta,
-                state.stale,
-            )
-        if _better(score, state.best_score, loop.greater_is_better):
-            state.best_score, state.best_step, state.best_predictions = score, state.step, preds
-            if t.save_best_checkpoint:
-                state.best_weights = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-        if loop.train_metric is not None:
-            record(f"train/{loop.metric_name}", loop.train_metric(net))
-        log.info("%s step %d: valid %s %.4f", loop.prefix, state.step, loop.metric_name, score)
+        if loop.validate is not None:
+            score, preds = loop.validate(net)
+            state.score, state.predictions = score, preds
+            record(f"valid/{loop.metric_name}", score)
+            _early_stopping(state, score, t, loop.greater_is_better)
+            if state.stopped:
+                record("train/early_stopped", 1)
+                log.info(
+                    "%s step %d: early stopping, %s has not improved by more than %g in %d validations",
+                    loop.prefix,
+                    state.step,
+                    loop.metric_name,
+                    t.early_stopping_min_delta,
+                    state.stale,
+                )
+            if _better(score, state.best_score, loop.greater_is_better):
+                state.best_score, state.best_step, state.best_predictions = score, state.step, preds
+                if t.save_best_checkpoint:
+                    state.best_weights = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+            if loop.train_metric is not None:
+                record(f"train/{loop.metric_name}", loop.train_metric(net))
+            log.info("%s step %d: valid %s %.4f", loop.prefix, state.step, loop.metric_name, score)
+        # rank 0 validates alone; every process must stop together, or the others wait in an all-reduce
+        state.stopped = bool(distributed.broadcast(state.stopped))
 
     if state.stopped:
         return state  # a resumed run that early stopping had ended
@@ -426,6 +422,20 @@ def _fit_batch_size(model: nn.Module, loss_fn: nn.Module, example, batch_size: i
     return size
 
 
+def _early_stopping(state: RunState, score: float, t, greater_is_better: bool) -> None:
+    """Count validations without an improvement over the reference by more than early_stopping_min_delta.
+
+    The reference moves only on such an improvement (Keras' rule), so steady gains each smaller than the
+    delta still stop the run."""
+    delta = t.early_stopping_min_delta * (1 if greater_is_better else -1)
+    if state.reference is None or _better(score, state.reference + delta, greater_is_better):
+        state.reference, state.stale = score, 0
+    else:
+        state.stale += 1
+    if t.early_stopping_patience and state.stale >= t.early_stopping_patience:
+        state.stopped = True
+
+
 def _better(score: float, best: float | None, greater_is_better: bool) -> bool:
     if best is None:
         return True
@@ -481,6 +491,7 @@ def _restore(saved: dict, model: nn.Module) -> RunState:
         best_predictions=array(saved["best_predictions"]),
         best_weights=saved["best_weights"],
         history=saved["history"],
+        reference=saved.get("reference"),
         stale=int(saved.get("stale", 0)),
         stopped=bool(saved.get("stopped", False)),
     )
@@ -509,6 +520,7 @@ def _save_checkpoint(
             "best_predictions": tensor(state.best_predictions),
             "best_weights": state.best_weights,
             "history": state.history,
+            "reference": state.reference,
             "stale": state.stale,
             "stopped": state.stopped,
             "config": resolved,

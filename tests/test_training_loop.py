@@ -347,6 +347,14 @@ def test_early_stopping_stops_after_the_patience(tmp_path):
     assert patient.epoch == 10 and not patient.stopped  # 0: off
 
 
+def test_early_stopping_adds_up_gains_smaller_than_the_delta(tmp_path):
+    exp = experiment(batch_size=8, epochs=10, early_stopping_patience=2, early_stopping_min_delta=0.01)
+    scores = [0.5, 0.508, 0.516, 0.524, 0.532, 0.54, 0.548, 0.556, 0.564, 0.572]  # +0.008 each
+    _, state, _ = train(exp, tmp_path, validate=_scores(scores))
+    # every second validation is 0.016 over the last reference: steady progress is not stopped
+    assert not state.stopped and state.epoch == 10
+
+
 def test_early_stopping_conflicts_with_training_on_the_validation_rows():
     with pytest.raises(ConfigError, match="early_stopping_patience"):
         experiment(early_stopping_patience=2, train_validation_data=True)
