@@ -18,6 +18,7 @@ METRICS = Path("metrics.json")
 PLOTS = Path("plots")
 
 DATA_SETTINGS_FILE = "data.json"
+PREPARE_SETTINGS_FILE = "prepare.json"
 FOLDS_FILE = "folds.parquet"
 DATA_INFO_FILE = "data_info.json"
 MODEL_FILE = "model.safetensors"

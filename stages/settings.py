@@ -3,7 +3,8 @@
 DVC reruns this stage on any change of params.yaml (it lists the whole file); it takes a second. It writes
 `data.json`: the problem type's data type, its section (named after the data type) and its keys of the
 dataset section. The stages that read those depend on this file, so a change there reruns them, and a change
-elsewhere leaves the file's hash, and them, as they were.
+elsewhere leaves the file's hash, and them, as they were. `prepare.json` does the same for the prepare
+stage, whose section params.yaml may leave out (DVC refuses a listed params key that is missing).
 """
 
 import argparse
@@ -22,6 +23,7 @@ def main(params: Path = Path("params.yaml"), out_dir: Path = paths.SETTINGS) -> 
         "dataset": {key: getattr(exp.dataset, key) for key in data.dataset_fields},
     }
     io.write_json(settings, out_dir / paths.DATA_SETTINGS_FILE)
+    io.write_json(exp.prepare.model_dump(mode="json"), out_dir / paths.PREPARE_SETTINGS_FILE)
     return settings
 
 
