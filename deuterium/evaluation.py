@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -10,12 +12,34 @@ from deuterium.problems import ProblemType
 
 
 def scores(problem: ProblemType, targets: np.ndarray, preds: np.ndarray) -> dict[str, float]:
+    """Every metric of the problem type that can be computed on these rows."""
+    return {
+        name: value for name, (value, _) in _attempts(problem, targets, preds).items() if value is not None
+    }
+
+
+def why_not(problem: ProblemType, targets: np.ndarray, preds: np.ndarray, name: str) -> str:
+    """Why metric `name` cannot be computed on these rows (scikit-learn's words)."""
+    return _attempts(problem, targets, preds)[name][1] or "it can"
+
+
+def _attempts(problem, targets, preds) -> dict[str, tuple[float | None, str | None]]:
     out = {}
     for name, metric in problem.metrics().items():
-        try:
-            out[name] = round(float(metric.fn(problem.truth(targets), preds)), 6)
-        except ValueError:  # e.g. ROC_AUC with a class missing from a small fold
-            continue
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            try:
+                value = float(metric.fn(problem.truth(targets), preds))
+            except ValueError as err:  # e.g. ROC_AUC with a class missing from a small fold
+                out[name] = (None, str(err).splitlines()[0] if str(err) else type(err).__name__)
+                continue
+        if np.isfinite(value):
+            out[name] = (round(value, 6), None)
+        else:  # scikit-learn warns and answers NaN where a metric is undefined
+            out[name] = (
+                None,
+                str(said[-1].message).splitlines()[0] if said else "undefined (NaN) on these rows",
+            )
     return out
 
 

@@ -131,13 +131,29 @@ def load_models(root: Path, problem: ProblemType, info: dict) -> tuple[Experimen
     return exp, models
 
 
-def predictions_from(oof: pd.DataFrame) -> np.ndarray:
-    cols = [
-        c
-        for c in oof.columns
-        if c.startswith(("prob_", "predicted_")) and c not in ("predicted_label", "predicted_labels")
-    ]
-    return oof[cols].to_numpy(dtype=np.float32)
+def predictions_from(oof: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """The output columns (the problem type's `output_columns`) of a prediction frame, as float32.
+
+    Named explicitly: a label column called `label` gives a regression output `predicted_label`, the name
+    classification gives its decided label, so no pattern over the names can tell them apart."""
+    missing = [c for c in columns if c not in oof.columns]
+    if missing:
+        raise DataError(f"prediction frame has no column(s) {missing}; rerun the train stage")
+    return oof[columns].to_numpy(dtype=np.float32)
+
+
+def beside(frame: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with the prediction columns after it; a prediction column whose name the frame already has
+    (a user's own `predicted_label`, `prob_a`...) gets `_predicted` appended, so nothing is overwritten."""
+    taken = set(map(str, frame.columns))
+    renames = {}
+    for column in predictions.columns:
+        name = column
+        while name in taken:
+            name += "_predicted"
+        taken.add(name)
+        renames[column] = name
+    return pd.concat([frame.reset_index(drop=True), predictions.rename(columns=renames)], axis=1)
 
 
 def to_device(models: list[nn.Module], dev: torch.device) -> list[nn.Module]:

@@ -18,6 +18,7 @@ from deuterium import (
     runtime,
     splitting,
 )
+from deuterium.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ def main(
     plots_dir: Path = paths.PLOTS,
 ) -> None:
     exp = config.load(params)
+    out_dir.mkdir(parents=True, exist_ok=True)  # declared outputs, whatever the settings (no test data)
+    plots_dir.mkdir(parents=True, exist_ok=True)
     problem = problems.of(exp)
     info = io.read_json(split_dir / paths.DATA_INFO_FILE)
     folds = io.read_frame(split_dir / paths.FOLDS_FILE)
@@ -40,12 +43,15 @@ def main(
     plot_source = None
     if len(oof):
         targets = problem.encode(folds, exp, info)
-        preds = fitting.predictions_from(oof)
+        preds = fitting.predictions_from(oof, problem.output_columns(info))
         report["validation"] = evaluation.oof_report(problem, oof, folds, targets, preds)
         rows = (
             pd.Series(range(len(folds)), index=folds[splitting.ROW_ID]).loc[oof[splitting.ROW_ID]].to_numpy()
         )
         plot_source = (targets[rows], preds)
+        if metric not in report["validation"]["overall"]:
+            why = evaluation.why_not(problem, targets[rows], preds, metric)
+            raise DataError(f"prediction.metric {metric} cannot be computed on the out-of-fold rows: {why}")
 
     if exp.dataset.test_dataframe is not None:
         test = io.read_frame(exp.dataset.test_dataframe)
@@ -60,12 +66,15 @@ def main(
             "scoring test data",
         )
         io.write_frame(
-            pd.concat([test.reset_index(drop=True), problem.prediction_columns(preds, info)], axis=1),
+            fitting.beside(test, problem.prediction_columns(preds, info)),
             out_dir / "test_predictions.parquet",
         )
         if all(c in test for c in exp.dataset.label_columns):
             targets = problem.encode(test, exp, info)
             report["test"] = evaluation.scores(problem, targets, preds)
+            if metric not in report["test"]:
+                why = evaluation.why_not(problem, targets, preds, metric)
+                raise DataError(f"prediction.metric {metric} cannot be computed on the test rows: {why}")
             plot_source = (targets, preds)
 
     if (models_dir / paths.SEEDS_FILE).is_file():  # number_of_seeds > 1: every seed's score, their spread

@@ -133,12 +133,17 @@ def make_project(
         shutil.copytree(REPO / folder, dest / folder)
     write_params(dest, params if params is not None else tiny_params(overrides))
     if git:
-        run = lambda *cmd: subprocess.run(cmd, cwd=dest, check=True, capture_output=True)  # noqa: E731
-        run("git", "init", "-q", "-b", "main")
-        run("git", "config", "user.email", "tests@deuterium.local")
-        run("git", "config", "user.name", "tests")
-        run(sys.executable, "-m", "dvc", "init", "-q")
-        run(sys.executable, "-m", "dvc", "config", "core.analytics", "false")
-        run("git", "add", "-A")
-        run("git", "commit", "-qm", "tiny project")
+        init_repo(dest)
     return dest
+
+
+def init_repo(dest: Path) -> None:
+    """Make `dest` a git + DVC repo with everything in one commit."""
+    run = lambda *cmd: subprocess.run(cmd, cwd=dest, check=True, capture_output=True)  # noqa: E731
+    run("git", "init", "-q", "-b", "main")
+    run("git", "config", "user.email", "tests@deuterium.local")
+    run("git", "config", "user.name", "tests")
+    run(sys.executable, "-m", "dvc", "init", "-q")
+    run(sys.executable, "-m", "dvc", "config", "core.analytics", "false")
+    run("git", "add", "-A")
+    run("git", "commit", "-qm", "tiny project")

@@ -112,7 +112,9 @@ def test_number_of_seeds_trains_and_averages_several_models_per_fold(run, tmp_pa
     _, models = fitting.load_models(r.train, r.problem, r.info)
     files, targets = r.valid()
     each = [training._predict(r.exp, r.problem, [m], files, torch.device("cpu")) for m in models]
-    np.testing.assert_allclose(fitting.predictions_from(oof), np.mean(each, axis=0), atol=1e-5)
+    np.testing.assert_allclose(
+        fitting.predictions_from(oof, r.problem.output_columns(r.info)), np.mean(each, axis=0), atol=1e-5
+    )
 
     report = io.read_json(r.train / paths.SEEDS_FILE)["fold0"]
     metric = r.problem.metrics()["Accuracy"].fn
@@ -154,7 +156,9 @@ def test_save_best_checkpoint_keeps_the_best_validation(run, caplog):
     preds = training._predict(r.exp, r.problem, models, files, torch.device("cpu"))
     metric = r.problem.metrics()["LogLoss"].fn
     assert metric(r.problem.truth(targets), preds) == pytest.approx(best, abs=1e-5)  # the saved weights
-    assert metric(r.problem.truth(targets), fitting.predictions_from(oof)) == pytest.approx(best, abs=1e-5)
+    assert metric(
+        r.problem.truth(targets), fitting.predictions_from(oof, r.problem.output_columns(r.info))
+    ) == pytest.approx(best, abs=1e-5)
     assert f"keeping step {int(history.step[history.LogLoss.idxmin()])}, the best" in caplog.text
 
 
@@ -175,6 +179,6 @@ def test_logging_and_evaluation_settings_write_their_curves_and_images(run):
 
     images = sorted((r.train / "dvclive" / "plots" / "images" / "fold0" / "worst").glob("*.png"))
     files, targets = r.valid()
-    worst = insights.worst(targets, fitting.predictions_from(oof), 3)
+    worst = insights.worst(targets, fitting.predictions_from(oof, r.problem.output_columns(r.info)), 3)
     assert [p.name.split("_", 1)[1] for p in images] == [files[i].stem + ".png" for i in worst]
     assert all(Image.open(p).size[0] > 100 for p in images)

@@ -96,6 +96,9 @@ class ProblemType:
     def truth(self, targets: np.ndarray) -> np.ndarray:
         return self.task.truth(targets)
 
+    def output_columns(self, info: dict) -> list[str]:
+        return self.task.output_columns(info)
+
     def prediction_columns(self, preds: np.ndarray, info: dict) -> pd.DataFrame:
         return self.task.prediction_columns(preds, info)
 

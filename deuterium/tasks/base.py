@@ -74,7 +74,12 @@ class Task:
     def truth(self, targets: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def output_columns(self, info: dict) -> list[str]:
+        """The names of the model's output columns in prediction frames (the numbers evaluate reads back)."""
+        raise NotImplementedError
+
     def prediction_columns(self, preds: np.ndarray, info: dict) -> pd.DataFrame:
+        """The outputs under `output_columns`, with whatever a person reads besides (the decided label)."""
         raise NotImplementedError
 
     def plot(self, targets: np.ndarray, preds: np.ndarray, info: dict) -> dict[str, pd.DataFrame]:

@@ -160,8 +160,11 @@ class Classification(Task):
             return (targets >= THRESHOLD).astype(int)
         return targets.argmax(axis=1)
 
+    def output_columns(self, info: dict) -> list[str]:
+        return [f"prob_{c}" for c in info["labels"]]
+
     def prediction_columns(self, preds: np.ndarray, info: dict) -> pd.DataFrame:
-        out = pd.DataFrame(preds, columns=[f"prob_{c}" for c in info["labels"]])
+        out = pd.DataFrame(preds, columns=self.output_columns(info))
         labels = np.asarray(info["labels"])
         if info.get("multi_label"):
             out.insert(0, "predicted_labels", [";".join(labels[row >= THRESHOLD]) for row in preds])

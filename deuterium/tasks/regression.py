@@ -77,8 +77,11 @@ class Regression(Task):
     def truth(self, targets: np.ndarray) -> np.ndarray:
         return targets
 
+    def output_columns(self, info: dict) -> list[str]:
+        return [f"predicted_{c}" for c in info["target_names"]]
+
     def prediction_columns(self, preds: np.ndarray, info: dict) -> pd.DataFrame:
-        return pd.DataFrame(preds, columns=[f"predicted_{c}" for c in info["target_names"]])
+        return pd.DataFrame(preds, columns=self.output_columns(info))
 
     def plot(self, targets: np.ndarray, preds: np.ndarray, info: dict) -> dict[str, pd.DataFrame]:
         name = info["target_names"][0]

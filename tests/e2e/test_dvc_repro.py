@@ -54,3 +54,26 @@ def test_invalid_params_stop_before_any_work(project):
     assert result.returncode != 0
     assert "training.epochz: unknown key" in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_no_test_set_and_a_regression_target_named_label_run_to_the_end(tmp_path_factory):
+    """A new user's common case: no separate test set; and label names that look like ours."""
+    import pandas as pd
+    from projects import init_repo
+
+    overrides = {
+        "problem_type": "audio_regression",
+        "dataset": {"label_columns": ["label"], "test_dataframe": None},
+        "training": {"loss_function": "mse"},
+        "prediction": {"metric": "MAE"},
+    }
+    root = make_project(tmp_path_factory.mktemp("nolabels"), overrides, git=False)
+    train = pd.read_csv(root / "data/fsdd/train.csv")
+    train["label"] = train["digit"]
+    train.to_csv(root / "data/fsdd/train.csv", index=False)
+    init_repo(root)
+    result = dvc(root, "repro", check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    metrics = json.loads((root / "metrics.json").read_text())
+    assert "MAE" in metrics["validation"]["overall"] and "test" not in metrics
+    assert (root / "artifacts/evaluate").is_dir() and (root / "artifacts/export/model.onnx").is_file()

@@ -21,3 +21,48 @@ def test_test_predictions_and_confusion_plot(pipeline):
     assert len(confusion) == len(test)
     accuracy = (confusion.actual == confusion.predicted).mean()
     assert accuracy == json.loads(pipeline.metrics.read_text())["test"]["Accuracy"]
+
+
+def test_prediction_columns_never_overwrite_the_users_columns():
+    import pandas as pd
+
+    from deuterium import fitting
+
+    frame = pd.DataFrame({"file": ["a.wav"], "predicted_label": ["mine"], "prob_a": [0.5]})
+    preds = pd.DataFrame({"predicted_label": ["a"], "prob_a": [0.9]})
+    out = fitting.beside(frame, preds)
+    assert list(out.columns) == [
+        "file",
+        "predicted_label",
+        "prob_a",
+        "predicted_label_predicted",
+        "prob_a_predicted",
+    ]
+    assert out.predicted_label[0] == "mine" and out.prob_a_predicted[0] == 0.9
+
+
+def test_output_columns_are_read_by_name_not_by_pattern():
+    """A regression target named `label` is output `predicted_label`, classification's decided-label name."""
+    import pandas as pd
+
+    from deuterium import fitting
+
+    oof = pd.DataFrame({"row_id": [0, 1], "fold": [0, 0], "predicted_label": [3.5, 7.0]})
+    assert fitting.predictions_from(oof, ["predicted_label"]).tolist() == [[3.5], [7.0]]
+
+
+def test_a_metric_that_cannot_be_computed_says_why():
+    import numpy as np
+    import pytest
+    from projects import tiny_params
+
+    from deuterium import config, evaluation, problems
+
+    exp = config.parse(tiny_params({"prediction": {"metric": "ROC_AUC"}}))
+    problem = problems.of(exp)
+    targets = np.eye(3, dtype=np.float32)[[0, 0, 0]]  # one class only: ROC AUC is undefined
+    preds = np.full((3, 3), 1 / 3, dtype=np.float32)
+    assert "ROC_AUC" not in evaluation.scores(problem, targets, preds)
+    assert "Only one class" in evaluation.why_not(problem, targets, preds, "ROC_AUC")
+    with pytest.raises(KeyError):
+        evaluation.why_not(problem, targets, preds, "nope")
