@@ -23,7 +23,12 @@ PREPROCESSING = {
     "problem_type": "audio_classification",
     "data_type": "audio",
     "experiment_name": "Tiny_Test.Model",
-    "input": {"sample_rate": SAMPLE_RATE, "chunk_samples": 8000, "max_seconds": 30},
+    "input": {
+        "sample_rate": SAMPLE_RATE,
+        "chunk_samples": 8000,
+        "max_seconds": 30,
+        "max_decoded_samples": 2_000_000,
+    },
     "target_names": ["label"],
     "labels": LABELS,
     "format_version": 2,

@@ -88,3 +88,33 @@ def test_a_missing_model_folder_is_one_clear_error(tmp_path):
     )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith("error: ") and "preprocessing.json" in done.stderr
+
+
+def test_the_scorer_refuses_what_would_decode_too_big(model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    import numpy as np
+    import soundfile as sf
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    sf.write(folder / "huge.flac", np.zeros((384_000 * 10, 1), np.int16), 384_000, format="FLAC")
+    sf.write(folder / "fine.wav", np.zeros((8000, 1), np.int16), 8000)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "serving.score",
+            str(model_dir),
+            str(folder),
+            "--out",
+            str(tmp_path / "p.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1  # one file failed, after the others were written
+    assert "huge.flac" in done.stderr and "more than the limit of 2000000" in done.stderr
+    assert "fine.wav" in (tmp_path / "p.csv").read_text()

@@ -2,9 +2,11 @@
 
 import base64
 import concurrent.futures
+import io
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -264,7 +266,7 @@ def test_health_and_probes(server):
     assert health["model"] == "tiny_test.model"
     assert health["providers"] == ["CPUExecutionProvider"]
     assert health["data_type"] == "audio" and health["labels"] == ["a", "b", "c"]
-    assert health["limits"] == {"sample_rate": 8000, "max_seconds": 30}
+    assert health["limits"] == {"sample_rate": 8000, "max_seconds": 30, "max_decoded_samples": 2_000_000}
     assert health["max_upload_bytes"] == MAX_UPLOAD and "waveform" in health["json_input"]
     routes = requests.get(f"{server}/docs.json").json()["paths"]
     assert {"/predict", "/predict_batch", "/predict_json", "/health"} <= routes.keys()
@@ -315,3 +317,80 @@ def test_more_calls_than_bentoml_pools_a_connection_for_get_no_5xx(server, tmp_p
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         codes = list(pool.map(lambda _: _post_file(server, path).status_code, range(240)))
     assert codes == [200] * len(codes), sorted(set(codes))
+
+
+def _silence_flac(seconds: float, rate: int, channels: int = 1) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros((int(seconds * rate), channels), np.int16), rate, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def _tree_rss_mb(port: int) -> float:
+    """Resident memory of every process of the service (the tree of the process listening on `port`)."""
+    import os
+
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(table).readlines()[1:]:
+            parts = line.split()
+            if int(parts[1].split(":")[1], 16) == port and parts[3] == "0A":
+                listening.add(f"socket:[{parts[9]}]")
+    group = None
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if any(
+                os.readlink(f"/proc/{entry}/fd/{fd}") in listening for fd in os.listdir(f"/proc/{entry}/fd")
+            ):
+                group = os.getpgid(int(entry))
+                break
+        except OSError:
+            continue
+    total = 0
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.getpgid(int(entry)) == group:
+                total += next(
+                    int(line.split()[1])
+                    for line in open(f"/proc/{entry}/status")
+                    if line.startswith("VmRSS:")
+                )
+        except (OSError, StopIteration):
+            continue
+    return total / 1024
+
+
+def test_small_uploads_that_decode_big_are_refused_from_the_header_with_bounded_memory(server, tmp_path):
+    """Issue 15: a FLAC of silence at a very high rate is small on the wire and huge decoded."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    hostile = {
+        "rate above the limit": (_silence_flac(5, 655_350), "above the limit of 384000 Hz"),
+        "too many decoded samples": (_silence_flac(10, 384_000), "more than the limit of 2000000"),
+        "many channels": (_silence_flac(2, 192_000, channels=8), "more than the limit of 2000000"),
+    }
+    assert all(len(data) < 300_000 for data, _ in hostile.values())  # small on the wire
+    port = int(server.rsplit(":", 1)[1])
+    before = _tree_rss_mb(port)
+    jobs = [(name, data, words) for name, (data, words) in hostile.items()] * 4  # each four times at once
+
+    def send(job):
+        name, data, words = job
+        start = time.monotonic()
+        r = requests.post(f"{server}/predict", files={"file": ("x.flac", data)}, timeout=60)
+        return name, r.status_code, r.json().get("error", ""), words, time.monotonic() - start
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        answers = list(pool.map(send, jobs))
+    assert all(code == 400 and words in error for _, code, error, words, _ in answers), answers
+    assert max(took for *_, took in answers) < 10
+    batch = [
+        ("files", ("a.flac", _silence_flac(8, 96_000, 2))),
+        ("files", ("b.flac", _silence_flac(8, 96_000, 2))),
+    ]
+    r = requests.post(f"{server}/predict_batch", files=batch, timeout=60)  # 1.5 M samples each: 3 M together
+    assert r.status_code == 400 and "together, more than the limit" in r.json()["error"], r.text
+    allowed = requests.post(
+        f"{server}/predict", files={"file": ("ok.flac", _silence_flac(20, 48_000, 2))}, timeout=60
+    )
+    assert allowed.status_code == 200, allowed.text  # 1.92 M samples: within the limit, decoded in blocks
+    assert _tree_rss_mb(port) - before < 1024, (before, _tree_rss_mb(port))

@@ -80,7 +80,8 @@ class Audio(DataType):
             "channels": exp.audio.audio_channels,
             "chunk_method": exp.prediction.inference_chunk_method,
             "min_samples": exp.audio.stft_window_size,
-            "max_seconds": 600.0,
+            "max_seconds": exp.audio.max_seconds,
+            "max_decoded_samples": exp.audio.max_decoded_samples,
         }
 
     def dataset(self, files, targets, exp, seed):

@@ -13,7 +13,7 @@ from deuterium.data_types.audio import io
 from deuterium.data_types.base import Decoder
 from deuterium.errors import InputError
 
-MAX_SAMPLE_RATE = 384_000
+MAX_SAMPLE_RATE = io.MAX_SAMPLE_RATE
 
 
 class AudioDecoder(Decoder):
@@ -28,6 +28,7 @@ class AudioDecoder(Decoder):
         self.sample_rate, self.chunk_samples = int(s["sample_rate"]), int(s["chunk_samples"])
         self.channels, self.chunk_method = int(s.get("channels", 1)), s.get("chunk_method", "fix")
         self.min_samples, self.max_seconds = int(s.get("min_samples", 1)), float(s.get("max_seconds", 600.0))
+        self.max_samples = int(s.get("max_decoded_samples", 600 * 48000 * 2))
 
     def load(self, source: Path | str | bytes, name: str | None = None) -> np.ndarray:
         return io.load(
@@ -36,7 +37,17 @@ class AudioDecoder(Decoder):
             name=name,
             max_seconds=self.max_seconds if self.bounded else None,
             channels=self.channels if self.channels > 1 else None,
+            max_samples=self.max_samples if self.bounded else None,
         )
+
+    def cost(self, source: bytes, name: str) -> int:
+        meta = io.info(source, name)
+        if self.bounded:
+            io.check_cost(meta, name, self.max_seconds, self.max_samples)
+        return meta.frames * meta.channels * 4
+
+    def max_cost(self) -> int:
+        return self.max_samples * 4 if self.bounded else 0
 
     def shape(self, wave: np.ndarray) -> np.ndarray:
         """A clip as the model takes it: mono [samples], or [channels, samples] (a mono clip zero-padded)."""
@@ -94,7 +105,11 @@ class AudioDecoder(Decoder):
         return io.resample(samples, rate, self.sample_rate)
 
     def limits(self) -> dict:
-        return {"sample_rate": self.sample_rate, "max_seconds": self.max_seconds}
+        return {
+            "sample_rate": self.sample_rate,
+            "max_seconds": self.max_seconds,
+            "max_decoded_samples": self.max_samples,
+        }
 
 
 def _b64(field: str, text: object) -> bytes:

@@ -1,7 +1,12 @@
 """Read audio from a path or bytes into float32 at a target rate: mono, or a fixed number of channels.
 
-numpy + soundfile + scipy only (no torch): training, evaluation, the standalone scorer
+numpy + soundfile + soxr only (no torch): training, evaluation, the standalone scorer
 and the BentoML service all call this one loader, so they cannot drift apart.
+
+What one file may cost is decided from its header before anything is decoded: its length, its sample
+rate and its decoded samples (frames x channels) against the limits given. It is then decoded and
+resampled block by block (soxr's streaming resampler), so memory holds the output and one block, whatever
+the file's rate and channels: a small FLAC of silence at a very high rate cannot take gigabytes.
 """
 
 from __future__ import annotations
@@ -9,12 +14,11 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
+import soxr
 
 from deuterium.errors import AudioError
 
@@ -52,12 +56,16 @@ def info(source: Path | str | bytes, name: str | None = None) -> AudioInfo:
         return AudioInfo(f.samplerate, f.channels, f.frames, f.format)
 
 
+MAX_SAMPLE_RATE = 384_000  # Hz: above it a file is refused (no recording needs more)
+BLOCK = 1 << 16  # frames decoded at a time
+
+
 def resample(wave: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
-    """Along the last axis (samples), so [channels, samples] works too."""
+    """Along the last axis (samples), so [channels, samples] works too (soxr, high quality)."""
     if orig_rate == target_rate or wave.size == 0:
         return wave
-    ratio = Fraction(target_rate, orig_rate).limit_denominator(1000)
-    return resample_poly(wave, ratio.numerator, ratio.denominator, axis=-1).astype(np.float32)
+    out = soxr.resample(np.ascontiguousarray(wave.T), orig_rate, target_rate, quality="HQ")
+    return np.ascontiguousarray(out.T, dtype=np.float32)
 
 
 def fit_channels(wave: np.ndarray, channels: int) -> np.ndarray:
@@ -74,47 +82,71 @@ def fit_channels(wave: np.ndarray, channels: int) -> np.ndarray:
     return out
 
 
+def check_cost(meta: AudioInfo, name: str, max_seconds: float | None, max_samples: int | None) -> None:
+    """Refuse from the header what would cost too much to decode (AudioError naming the limit)."""
+    if meta.sample_rate > MAX_SAMPLE_RATE:
+        raise AudioError(
+            f"{name}: a sample rate of {meta.sample_rate} Hz is above the limit of {MAX_SAMPLE_RATE} Hz"
+        )
+    if max_seconds is not None and meta.sample_rate and meta.seconds > max_seconds:
+        raise AudioError(
+            f"{name}: {meta.seconds:.1f} s of audio is longer than the limit of {max_seconds:g} s"
+        )
+    if max_samples is not None and meta.frames * meta.channels > max_samples:
+        raise AudioError(
+            f"{name}: {meta.frames} frames x {meta.channels} channels decode to {meta.frames * meta.channels} "
+            f"samples, more than the limit of {max_samples} (audio.max_decoded_samples)"
+        )
+
+
 def load(
     source: Path | str | bytes,
     sample_rate: int,
     name: str | None = None,
     max_seconds: float | None = None,
     channels: int | None = None,
+    max_samples: int | None = None,
 ) -> np.ndarray:
     """Float32 in [-1, 1] at `sample_rate`. Raises AudioError naming `name` on anything unusable.
 
     `channels` None: mono [samples]. A number: [channels, samples] by `fit_channels` (1 = the average).
-    Decodes block by block, keeping only the channels asked for, so memory stays at that many channels
-    whatever the file has, and stops past `max_seconds` even when the header understates the length.
+    `max_seconds` and `max_samples` (decoded frames x channels) are checked from the header first; decoding
+    and resampling go block by block, keeping only the channels asked for at the target rate, and stop
+    past the limits even when the header understates the length.
     """
     name = name or (str(source) if not isinstance(source, (bytes, bytearray)) else "upload")
     with _open(source, name) as f:
-        rate, frames = f.samplerate, f.frames
-        if max_seconds is not None and rate and frames / rate > max_seconds:
-            raise AudioError(
-                f"{name}: {frames / rate:.1f} s of audio is longer than the limit of {max_seconds:g} s"
-            )
+        meta = AudioInfo(f.samplerate, f.channels, f.frames, f.format)
+        check_cost(meta, name, max_seconds, max_samples)
+        rate = meta.sample_rate
+        kept = 1 if channels is None or channels == 1 else channels
+        stream = (
+            soxr.ResampleStream(rate, sample_rate, kept, dtype="float32", quality="HQ")
+            if rate != sample_rate
+            else None
+        )
         limit = math.floor(max_seconds * rate) if max_seconds is not None else None
+        if max_samples is not None:
+            limit = min(limit if limit is not None else max_samples, max_samples // max(1, meta.channels))
         pieces, total = [], 0
         try:
-            for block in f.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
-                if channels is None or channels == 1:
-                    pieces.append(block.mean(axis=1))  # mix down every channel to mono
-                else:
-                    pieces.append(fit_channels(block.T, channels))
+            for block in f.blocks(blocksize=BLOCK, dtype="float32", always_2d=True):
                 total += len(block)
                 if limit is not None and total > limit:
-                    raise AudioError(f"{name}: the audio is longer than the limit of {max_seconds:g} s")
+                    raise AudioError(f"{name}: the audio is longer than its header says, past the limits")
+                if not np.all(np.isfinite(block)):
+                    raise AudioError(f"{name}: the audio contains NaN or infinite samples")
+                # mix down to mono, or keep the channels asked for: [frames, kept]
+                part = block.mean(axis=1, keepdims=True) if kept == 1 else fit_channels(block.T, kept).T
+                pieces.append(stream.resample_chunk(np.ascontiguousarray(part)) if stream else part)
         except (sf.LibsndfileError, RuntimeError) as err:
             raise AudioError(f"{name}: audio data is corrupt ({_reason(err)})") from None
     if total == 0:
         raise AudioError(f"{name}: the audio file has no samples")
-    wave = np.concatenate(pieces, axis=-1).astype(np.float32, copy=False)
-    if not np.all(np.isfinite(wave)):
-        raise AudioError(f"{name}: the audio contains NaN or infinite samples")
-    if channels == 1:
-        wave = wave[np.newaxis]
-    return resample(wave, rate, sample_rate)
+    if stream is not None:
+        pieces.append(stream.resample_chunk(np.zeros((0, kept), np.float32), last=True))
+    wave = np.ascontiguousarray(np.concatenate(pieces, axis=0).T, dtype=np.float32)  # [kept, samples]
+    return wave[0] if channels is None else wave
 
 
 def chunks(wave: np.ndarray, size: int) -> np.ndarray:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from deuterium.data_types.audio import io
-from deuterium.data_types.audio.settings import AudioSettings
+from deuterium.data_types.audio.settings import LIMITS, AudioSettings
 from deuterium.errors import DataError
 from deuterium.settings import ExperimentBase
 
@@ -57,5 +57,8 @@ def resolve(exp: ExperimentBase, info: dict) -> ExperimentBase:
         raise DataError(
             "audio_parameters auto: data_info.json has no chosen audio settings; rerun the split stage"
         )
-    audio = AudioSettings(audio_parameters="manual", audio_channels=exp.audio.audio_channels, **info["audio"])
+    limits = {key: getattr(exp.audio, key) for key in LIMITS}
+    audio = AudioSettings(
+        audio_parameters="manual", audio_channels=exp.audio.audio_channels, **limits, **info["audio"]
+    )
     return exp.model_copy(update={"audio": audio})

@@ -21,6 +21,9 @@ class AudioSettings(Section):
     min_frequency: float = Field(0.0, ge=0)
     max_frequency: float | None = Field(None, gt=0)
     spectrogram_normalization: Literal["no", "image"] = "image"
+    # what one input to the service or the scorer may be, saved with the model (checked from the header)
+    max_seconds: float = Field(600.0, gt=0, le=86400)
+    max_decoded_samples: int = Field(600 * 48000 * 2, ge=1000)  # frames x channels of the file as stored
 
     @field_validator("spectrogram_normalization", mode="before")
     @classmethod
@@ -29,7 +32,7 @@ class AudioSettings(Section):
 
     @model_validator(mode="after")
     def _frequencies(self) -> AudioSettings:
-        manual = sorted(self.model_fields_set - {"audio_parameters", "audio_channels"})
+        manual = sorted(self.model_fields_set - {"audio_parameters", "audio_channels", *LIMITS})
         if self.audio_parameters == "auto" and manual:
             raise ValueError(
                 f"audio.audio_parameters 'auto' chooses {', '.join(manual)} from the training files; "
@@ -50,6 +53,9 @@ class AudioSettings(Section):
     @property
     def chunk_samples(self) -> int:
         return round(self.training_chunk_seconds * self.sample_rate)
+
+
+LIMITS = ("max_seconds", "max_decoded_samples")  # not chosen by audio_parameters auto
 
 
 class AudioPrediction(PredictionBase):
