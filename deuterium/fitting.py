@@ -39,8 +39,11 @@ def fit_folds(
     targets: np.ndarray,
     out_dir: Path,
     checkpoints: Path,
+    fold_targets: dict[int, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Train number_of_seeds models per selected fold into out_dir/fold{k} (fold{k}/seed{s} with several seeds).
+
+    `fold_targets`: targets for fold k in place of `targets` (pseudo labels made by fold k's own models).
 
     Writes and returns out_dir/oof.parquet: each fold's validation predictions, averaged over its seeds;
     with several seeds also out_dir/seeds.json, every seed's score and their spread. Under torchrun every
@@ -56,20 +59,22 @@ def fit_folds(
     n_seeds = exp.environment.number_of_seeds
     oof_parts, seeds = [], {}
     for fold in exp.dataset.folds:
+        targets_k = (fold_targets or {}).get(fold, targets)
         is_valid = (frame[splitting.FOLD] == fold).to_numpy()
         if not (~is_valid).any():
             raise DataError(f"fold {fold} has no training rows")
         trains = ~is_valid | exp.training.train_validation_data  # HT: also train on the validation rows
-        trains, is_valid = splitting.sample_fold(frame, trains, is_valid, exp.dataset, exp.environment.seed)
+        seed = info.get("split_seed", exp.environment.seed)  # the split's own (drawn when the setting is -1)
+        trains, is_valid = splitting.sample_fold(frame, trains, is_valid, exp.dataset, seed)
         results = [
             train_fold(
                 exp,
                 problem,
                 info,
                 frame[trains].reset_index(drop=True),
-                targets[trains],
+                targets_k[trains],
                 frame[is_valid].reset_index(drop=True),
-                targets[is_valid],
+                targets_k[is_valid],
                 fold,
                 tmp,
                 checkpoints,
@@ -90,7 +95,7 @@ def fit_folds(
                 exp.prediction.metric: scores,
                 "mean": float(np.mean(scores)),
                 "std": float(np.std(scores)),
-                "averaged_predictions": float(metric.fn(problem.truth(targets[is_valid]), preds)),
+                "averaged_predictions": float(metric.fn(problem.truth(targets_k[is_valid]), preds)),
             }
             live.log_metric(f"fold{fold}/valid/{exp.prediction.metric}_seed_std", float(np.std(scores)))
     if distributed.active():
@@ -121,9 +126,21 @@ def model_folders(root: Path) -> list[Path]:
     return folders
 
 
-def load_models(root: Path, problem: ProblemType, info: dict) -> tuple[ExperimentBase, list[nn.Module]]:
+def fold_of(folder: Path) -> int:
+    """The fold a model folder belongs to: fold{k} or fold{k}/seed{s}."""
+    name = folder.name if folder.name.startswith("fold") else folder.parent.name
+    return int(name.removeprefix("fold"))
+
+
+def load_models(
+    root: Path, problem: ProblemType, info: dict, fold: int | None = None
+) -> tuple[ExperimentBase, list[nn.Module]]:
+    """The trained models under `root` (only fold `fold`'s, when given) and the resolved config they share."""
     models, exp = [], None
-    for folder in model_folders(root):
+    folders = [f for f in model_folders(root) if fold is None or fold_of(f) == fold]
+    if not folders:
+        raise DataError(f"{root}: no trained model of fold {fold}; run the train stage first (dvc repro)")
+    for folder in folders:
         exp = config.load(folder / paths.CONFIG_FILE, inherit=False)  # resolved: complete as it is
         model = problem.model(exp, problem.n_outputs(info))
         model.load_state_dict(load_file(str(folder / paths.MODEL_FILE)))

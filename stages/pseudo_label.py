@@ -1,6 +1,8 @@
 """Pseudo-label the unlabeled dataframe with the fold models and train a second round on labels + pseudo labels.
 
-Without an unlabeled dataframe the first-round models pass through unchanged.
+Fold k's second round trains on pseudo labels made by fold k's own first-round model(s) only: the other
+folds' models were trained on fold k's validation rows, and labels from them would leak those rows into
+fold k's out-of-fold score. Without an unlabeled dataframe the first-round models pass through unchanged.
 """
 
 import argparse
@@ -53,23 +55,29 @@ def main(
     exp = problem.data.resolve(exp, info)
     folds = io.read_frame(split_dir / paths.FOLDS_FILE)
     unlabeled = io.read_frame(exp.dataset.unlabeled_dataframe)
-    model_exp, models = fitting.load_models(train_dir, problem, info)
     dev = runtime.device(exp.environment)
-    pseudo = inference.predict(
-        fitting.to_device(models, dev),
-        problems.of(model_exp),  # softmax or sigmoid, as the models were trained
-        problem.files(unlabeled, exp),
-        problem.data.of_models(exp, model_exp),
-        dev,
-        "pseudo-labeling",
-    )
-    log.info("pseudo-labeled %d unlabeled rows", len(unlabeled))
+    labeled = problem.encode(folds, exp, info)
+    fold_targets = {}
+    for fold in exp.dataset.folds:
+        model_exp, models = fitting.load_models(train_dir, problem, info, fold)
+        pseudo = inference.predict(
+            fitting.to_device(models, dev),
+            problems.of(model_exp),  # softmax or sigmoid, as the models were trained
+            problem.files(unlabeled, exp),
+            problem.data.of_models(exp, model_exp),
+            dev,
+            f"pseudo-labeling for fold {fold}",
+        )
+        fold_targets[fold] = np.concatenate([labeled, pseudo.astype(np.float32)])
+    log.info("pseudo-labeled %d unlabeled rows, each fold with its own models", len(unlabeled))
     extra = unlabeled.reset_index(drop=True).copy()
     extra[splitting.ROW_ID] = np.arange(len(extra)) + int(folds[splitting.ROW_ID].max()) + 1
     extra[splitting.FOLD] = -1  # pseudo-labeled rows only ever train
     frame = pd.concat([folds, extra], ignore_index=True)
-    targets = np.concatenate([problem.encode(folds, exp, info), pseudo.astype(np.float32)])
-    oof = fitting.fit_folds(exp, problem, info, frame, targets, out_dir, checkpoints / "pseudo")
+    targets = next(iter(fold_targets.values()))
+    oof = fitting.fit_folds(
+        exp, problem, info, frame, targets, out_dir, checkpoints / "pseudo", fold_targets=fold_targets
+    )
     oof = oof[oof[splitting.ROW_ID].isin(folds[splitting.ROW_ID])]
     io.write_frame(oof, out_dir / paths.OOF_FILE)
 

@@ -33,9 +33,9 @@ def test_the_second_round_trains_on_the_pseudo_labels(pipeline, tmp_path, monkey
     calls = []
     real = fitting.fit_folds
 
-    def spy(exp, problem, info, frame, targets, *args):
-        calls.append((frame.copy(), targets.copy()))
-        return real(exp, problem, info, frame, targets, *args)
+    def spy(exp, problem, info, frame, targets, *args, fold_targets=None):
+        calls.append((frame.copy(), fold_targets[0].copy()))
+        return real(exp, problem, info, frame, targets, *args, fold_targets=fold_targets)
 
     monkeypatch.setattr(pseudo_label.fitting, "fit_folds", spy)
     out = tmp_path / "pseudo"
@@ -47,7 +47,9 @@ def test_the_second_round_trains_on_the_pseudo_labels(pipeline, tmp_path, monkey
     exp = config.load(tmp_path / "params.yaml")
     problem = problems.of(exp)
     info = json.loads((pipeline.split / "data_info.json").read_text())
-    _, first_round = fitting.load_models(pipeline.train, problem, info)
+    # fold 0's own first-round model only: fold 1's model was trained on fold 0's validation rows
+    _, first_round = fitting.load_models(pipeline.train, problem, info, fold=0)
+    assert len(first_round) == 1 and len(fitting.model_folders(pipeline.train)) == 2
     expected = inference.predict(
         first_round, problem, problem.files(unlabeled, exp), exp, torch.device("cpu")
     )
