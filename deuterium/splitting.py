@@ -23,6 +23,14 @@ FOLD = "fold"
 ROW_ID = "row_id"
 
 
+def split_seed(seed: int) -> int:
+    """environment.seed, or with -1 a seed drawn now (the split stage records it in data_info.json, and
+    data_sample reads it back, so the split, the sampling and a rerun of the same split agree)."""
+    import random
+
+    return seed if seed >= 0 else random.SystemRandom().randrange(2**31)
+
+
 def assign_folds(frame: pd.DataFrame, ds: DatasetSettings, seed: int) -> pd.DataFrame:
     frame = frame.reset_index(drop=True).copy()
     frame.insert(0, ROW_ID, np.arange(len(frame)))
@@ -45,12 +53,15 @@ def assign_folds(frame: pd.DataFrame, ds: DatasetSettings, seed: int) -> pd.Data
         if ds.fold_column not in frame:
             raise DataError(f"{ds.train_dataframe}: fold_column {ds.fold_column!r} is not a column")
         folds = pd.to_numeric(frame[ds.fold_column], errors="coerce")
-        if folds.isna().any() or (folds % 1 != 0).any():
-            row = int(np.flatnonzero(folds.isna() | (folds % 1 != 0))[0])
+        bad = folds.isna() | (folds % 1 != 0) | (folds < -1)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
             raise DataError(
-                f"{ds.train_dataframe}: row {row + 1}: column {ds.fold_column!r} must hold whole fold numbers"
+                f"{ds.train_dataframe}: row {row + 1}: column {ds.fold_column!r} must hold whole fold numbers "
+                "(-1: a row that only ever trains)"
             )
-        codes = {v: i for i, v in enumerate(sorted(folds.unique()))}
+        # the given fold numbers, in order, become 0, 1, ...; -1 stays -1: train only, never validated
+        codes = {v: i for i, v in enumerate(sorted(folds[folds >= 0].unique()))} | {-1: -1}
         frame[FOLD] = folds.map(codes).astype(int)
         out = frame
     else:

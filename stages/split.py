@@ -16,10 +16,9 @@ def main(params: Path = Path("params.yaml"), out_dir: Path = paths.SPLIT) -> Non
         folds = pd.DataFrame(columns=[splitting.ROW_ID, splitting.FOLD])
         info = previous.data_info(exp.previous_experiment)
     else:
-        folds = splitting.assign_folds(
-            io.read_frame(exp.dataset.train_dataframe), exp.dataset, exp.environment.seed
-        )
-        info = {"problem_type": exp.problem_type, **problem.label_info(folds, exp)}
+        seed = splitting.split_seed(exp.environment.seed)  # -1: drawn once, recorded
+        folds = splitting.assign_folds(io.read_frame(exp.dataset.train_dataframe), exp.dataset, seed)
+        info = {"problem_type": exp.problem_type, "split_seed": seed, **problem.label_info(folds, exp)}
         chosen = problem.data.choose(problem.files(folds, exp), exp)
         if chosen is not None:
             info[exp.data_section] = chosen

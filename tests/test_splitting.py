@@ -76,3 +76,20 @@ def test_data_sample_keeps_a_fraction_of_the_chosen_rows(choice):
     trains1, _ = splitting.sample_fold(folds, ~other, other, ds, 1)
     both = ~valid & ~other
     assert (trains[both] == trains1[both]).all()
+
+
+def test_a_fold_column_minus_one_means_train_only():
+    """Issue 15: -1 in a given fold column was remapped to fold 0 and validated on."""
+    given = frame().assign(my_fold=[-1] * 10 + [0] * 25 + [1] * 25)
+    ds = dataset(validation_strategy="k_fold", group_column=None, number_of_folds=2, fold_column="my_fold")
+    folds = splitting.assign_folds(given, ds, seed=1)
+    assert (folds.fold[:10] == -1).all() and set(folds.fold[10:]) == {0, 1}
+    with pytest.raises(DataError, match="row 1.*-1: a row that only ever trains"):
+        splitting.assign_folds(frame().assign(my_fold=[-2] + [0] * 59), ds, seed=1)
+
+
+def test_seed_minus_one_draws_one_split_seed_for_the_split_and_the_sampling(monkeypatch):
+    """Issue 15: with seed -1 the split and data_sample used seed 0 while training drew a random one."""
+    assert splitting.split_seed(7) == 7
+    drawn = {splitting.split_seed(-1) for _ in range(5)}
+    assert len(drawn) > 1 and all(s >= 0 for s in drawn)  # a real draw, not a fixed 0
