@@ -3,8 +3,10 @@
 Only the first MAX_LOGGED_LINES lines go to the log, so a stage that prints without end cannot flood
 the Prefect API (prefect-shell#67); the last TAIL_LINES are always kept and make up the error of a
 failed command, so a failed run shows why in the Prefect UI. A failure is transient (worth a retry)
-only when it looks like one: the process was killed, or a lock, a connection or a timeout failed.
-A stage's own `error: ...` line (deuterium.cli's answer to a DeuteriumError) never is.
+only when it looks like one: the process was stopped by a signal other than SIGKILL, or a lock, a
+connection or a timeout failed. SIGKILL (exit 137, -9) is what the kernel's out-of-memory killer sends: the
+same run would be killed again, so it is not retried. A stage's own `error: ...` line (deuterium.cli's
+answer to a DeuteriumError) never is transient.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ MAX_ERROR_LINES = 20
 
 USER_ERROR = "error: "  # deuterium.cli prints a DeuteriumError as this one line (and its indented details)
 ERROR_PREFIXES = (USER_ERROR, "ERROR: ")  # the second is DVC's
-KILLED = re.compile(r"exited with (-\d+|13[47]|143)\b")  # DVC's words for a stage killed by a signal
+# DVC's words for a stage stopped by a signal, SIGKILL (-9, 137: out of memory, as a rule) excepted
+KILLED = re.compile(r"exited with (-(?!9\b)\d+|134|143)\b")
+OUT_OF_MEMORY = re.compile(r"exited with (-9|137)\b")
 TRANSIENT_MARKERS = (
     "Unable to acquire lock",  # another dvc process holds the repo lock
     "database is locked",
@@ -53,6 +57,8 @@ class CommandFailed(RuntimeError):
         user = [line for line in errors if line.startswith(USER_ERROR)]
         headline = (user or errors or tail or ["no output"])[0]
         kind = "transient failure, may be retried" if transient else "exit"
+        if returncode in (-9, 137) or any(OUT_OF_MEMORY.search(line) for line in [*errors, *tail]):
+            kind = "killed, most likely out of memory; not retried: exit"
         super().__init__(
             f"{label} failed ({kind} {returncode}): {headline}\n--- last lines ---\n" + "\n".join(tail)
         )
@@ -71,6 +77,8 @@ def is_transient(returncode: int, lines: Iterable[str]) -> bool:
     lines = list(lines)
     if any(line.startswith(USER_ERROR) for line in lines):
         return False
+    if returncode in (-9, 137) or any(OUT_OF_MEMORY.search(line) for line in lines):
+        return False  # killed, most likely for memory: a retry would be killed again
     if returncode < 0 or any(KILLED.search(line) for line in lines):
         return True
     return any(marker in line for line in lines for marker in TRANSIENT_MARKERS)

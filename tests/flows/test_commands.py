@@ -65,10 +65,14 @@ def test_a_stage_error_fails_with_its_message_and_is_not_transient(log, tmp_path
     assert any(r.levelno == logging.ERROR and r.getMessage() == "error: bad value for x" for r in records)
 
 
-def test_a_killed_command_is_transient(log, tmp_path):
+def test_a_terminated_command_is_transient_a_killed_one_is_not(log, tmp_path):
+    with pytest.raises(CommandFailed) as caught:
+        commands.run(python("import os, signal; os.kill(os.getpid(), signal.SIGTERM)"), tmp_path, "t", log[0])
+    assert caught.value.transient and caught.value.returncode == -15
     with pytest.raises(CommandFailed) as caught:
         commands.run(python("import os, signal; os.kill(os.getpid(), signal.SIGKILL)"), tmp_path, "k", log[0])
-    assert caught.value.transient and caught.value.returncode == -9
+    assert not caught.value.transient and caught.value.returncode == -9
+    assert "most likely out of memory; not retried" in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -77,12 +81,17 @@ def test_a_killed_command_is_transient(log, tmp_path):
         (
             255,
             ["ERROR: failed to reproduce 'train': failed to run: python -m stages.train, exited with -9"],
-            True,
+            False,  # SIGKILL: the out-of-memory killer, as a rule; a retry would be killed again
         ),
         (
             255,
             ["ERROR: failed to reproduce 'train': failed to run: python -m stages.train, exited with 137"],
-            True,
+            False,
+        ),
+        (
+            255,
+            ["ERROR: failed to reproduce 'train': failed to run: python -m stages.train, exited with -15"],
+            True,  # SIGTERM: stopped from outside (a preempted machine)
         ),
         (255, ["ERROR: Unable to acquire lock. Most likely another DVC process is running"], True),
         (1, ["requests.exceptions.ConnectionError: Connection reset by peer"], True),

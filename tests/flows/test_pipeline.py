@@ -59,7 +59,7 @@ def test_a_second_run_is_served_from_the_dvc_cache(piped):
 
 @pytest.fixture
 def toy(tmp_path) -> Path:
-    """A DVC project without torch: `make` writes a.txt; `flaky` is killed the first time it runs."""
+    """A DVC project without torch: `make` writes a.txt; `flaky` is terminated the first time it runs."""
     stages = {
         "flaky": {"cmd": "python flaky.py", "deps": ["a.txt", "flaky.py"], "outs": ["b.txt"]},
         "make": {"cmd": "python -c \"open('a.txt', 'w').write('a')\"", "outs": ["a.txt"]},
@@ -77,7 +77,7 @@ def toy(tmp_path) -> Path:
             tried = pathlib.Path("tried")
             if not tried.exists():
                 tried.touch()
-                os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
+                os.kill(os.getpid(), signal.SIGTERM)  # as a preempted machine would
             pathlib.Path("b.txt").write_text("b")
             """
         )
