@@ -93,24 +93,18 @@ class Reference:
 def reference(module: ScoringModule, decoder, files: list[Path]) -> Reference:
     inputs = [decoder.load(f) for f in files]
     pieces = [decoder.pieces(x) for x in inputs]
-    # One forward per input and piece shape (varying pieces differ in length; fix ones do not).
+    weights = [decoder.piece_weights(x) for x in inputs]
+    # Each piece on its own (varying pieces differ in length), averaged as the scorer weighs them.
     outputs = np.stack(
         [
-            np.concatenate(
-                [module(torch.from_numpy(np.stack(same))).numpy() for same in _by_shape(item)]
-            ).mean(0)
-            for item in pieces
+            np.average(
+                np.concatenate([module(torch.from_numpy(p[None])).numpy() for p in item]), axis=0, weights=w
+            )
+            for item, w in zip(pieces, weights, strict=True)
         ]
     )
     timed = [p for item in pieces for p in item if p.shape == pieces[0][0].shape]
     return Reference(inputs, outputs, np.stack(timed))
-
-
-def _by_shape(pieces: list[np.ndarray]) -> list[list[np.ndarray]]:
-    groups: dict[tuple, list[np.ndarray]] = {}
-    for p in pieces:
-        groups.setdefault(p.shape, []).append(p)
-    return list(groups.values())
 
 
 def parity(ref: Reference, model_dir: Path, tolerance: float) -> dict:

@@ -41,7 +41,8 @@ def predict_files(
 
     averager = PieceAverager(run, batch_size)
     for f in track(files, description=description, transient=True, disable=len(files) < 50):
-        averager.add(decoder.pieces(decoder.load(f)))
+        x = decoder.load(f)
+        averager.add(decoder.pieces(x), decoder.piece_weights(x))
     return averager.result()
 
 

@@ -98,15 +98,16 @@ class PieceAverager:
         self.run, self.batch_size = run, max(1, batch_size)
         self.pending: dict[tuple, list[tuple[int, np.ndarray]]] = {}
         self.sums: list[np.ndarray | None] = []
-        self.counts: list[int] = []
+        self.counts: list[float] = []
 
-    def add(self, pieces: list[np.ndarray]) -> None:
+    def add(self, pieces: list[np.ndarray], weights: list[float] | None = None) -> None:
+        """One input's pieces; its output is their mean, weighted by `weights` (equal by default)."""
         item = len(self.sums)
         self.sums.append(None)
-        self.counts.append(0)
-        for piece in pieces:
+        self.counts.append(0.0)
+        for piece, weight in zip(pieces, weights or [1.0] * len(pieces), strict=True):
             group = self.pending.setdefault(piece.shape, [])
-            group.append((item, piece))
+            group.append((item, weight, piece))
             if len(group) >= self.batch_size:
                 self._flush(piece.shape)
             elif sum(len(g) for g in self.pending.values()) >= self.batch_size:
@@ -117,11 +118,11 @@ class PieceAverager:
         group = self.pending.pop(shape, [])
         if not group:
             return
-        out = self.run(np.stack([piece for _, piece in group]))
-        for (item, _), row in zip(group, out, strict=True):
-            row = row.astype(np.float64)
+        out = self.run(np.stack([piece for _, _, piece in group]))
+        for (item, weight, _), row in zip(group, out, strict=True):
+            row = row.astype(np.float64) * weight
             self.sums[item] = row if self.sums[item] is None else self.sums[item] + row
-            self.counts[item] += 1
+            self.counts[item] += weight
 
     def result(self) -> np.ndarray:
         for shape in list(self.pending):
@@ -148,7 +149,7 @@ class Scorer:
             lambda batch: self.session.run([OUTPUT_NAME], {self.input_name: batch})[0], self.batch_size
         )
         for x in inputs:
-            averager.add(self.decoder.pieces(x))
+            averager.add(self.decoder.pieces(x), self.decoder.piece_weights(x))
         return averager.result()
 
     def format(self, row: np.ndarray) -> dict:

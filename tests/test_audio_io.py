@@ -138,3 +138,21 @@ def test_piece_averager_batches_equal_shapes_and_averages_per_clip():
     out = averager.result()
     assert np.allclose(out[:, 0], [3.0, 7.0])
     assert sorted(batches) == [(2, 2), (2, 4)]  # never more than batch_size, never mixed lengths
+
+
+def test_a_padded_tail_counts_for_the_samples_it_holds():
+    """Issue 15: in fix mode a tail chunk of a quarter clip counted as much as a whole one."""
+    from deuterium.data_types.audio.decode import AudioDecoder
+
+    decoder = AudioDecoder({"sample_rate": RATE, "chunk_samples": 1000, "chunk_method": "fix"})
+    wave = np.ones(1250, np.float32)
+    assert [len(p) for p in decoder.pieces(wave)] == [1000, 1000]
+    assert decoder.piece_weights(wave) == [1000.0, 250.0]
+    seen = []
+    averager = scoring.PieceAverager(lambda b: seen.append(len(b)) or np.array([[1.0], [3.0]]), batch_size=8)
+    averager.add(decoder.pieces(wave), decoder.piece_weights(wave))
+    assert averager.result()[0, 0] == pytest.approx((1.0 * 1000 + 3.0 * 250) / 1250)
+    varying = AudioDecoder(
+        {"sample_rate": RATE, "chunk_samples": 1000, "chunk_method": "varying", "min_samples": 256}
+    )
+    assert varying.piece_weights(np.ones(2100, np.float32)) == [1000.0, 1000.0, 100.0]

@@ -74,6 +74,10 @@ class Decoder:
         """What one input is scored as; its prediction is the mean over the pieces (one piece by default)."""
         return [x]
 
+    def piece_weights(self, x: np.ndarray) -> list[float]:
+        """How much each of `pieces(x)` counts in the mean (how much of the input it really holds)."""
+        return [1.0] * len(self.pieces(x))
+
     def from_json(self, payload: dict[str, Any]) -> np.ndarray:
         """The service's JSON endpoint: a payload (data type specific keys) -> a decoded input."""
         raise NotImplementedError

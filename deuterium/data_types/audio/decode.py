@@ -58,6 +58,12 @@ class AudioDecoder(Decoder):
     def pieces(self, x: np.ndarray) -> list[np.ndarray]:
         return io.pieces(self.shape(x), self.chunk_samples, self.chunk_method, self.min_samples)
 
+    def piece_weights(self, x: np.ndarray) -> list[float]:
+        """Each piece by the real samples it holds: a zero-padded tail counts for what it has, not as a full chunk."""
+        size = self.chunk_samples if self.chunk_method == "fix" else max(self.chunk_samples, self.min_samples)
+        length = x.shape[-1]
+        return [float(max(1, min(size, length - start))) for start in range(0, max(length, 1), size)]
+
     def from_json(self, payload: dict[str, Any]) -> np.ndarray:
         """One of `waveform` (mono samples as a list of floats) or `waveform_base64` (the same as base64 of
         float32 little-endian), each with its `sample_rate`; or `audio_base64`, a whole audio file."""
