@@ -40,10 +40,12 @@ def fit_folds(
     out_dir: Path,
     checkpoints: Path,
     fold_targets: dict[int, np.ndarray] | None = None,
+    stage: str = "train",
 ) -> pd.DataFrame:
     """Train number_of_seeds models per selected fold into out_dir/fold{k} (fold{k}/seed{s} with several seeds).
 
     `fold_targets`: targets for fold k in place of `targets` (pseudo labels made by fold k's own models).
+    `stage`: the dvc.yaml stage running it, whose code a checkpoint must match to be resumed.
 
     Writes and returns out_dir/oof.parquet: each fold's validation predictions, averaged over its seeds;
     with several seeds also out_dir/seeds.json, every seed's score and their spread. Under torchrun every
@@ -80,6 +82,7 @@ def fit_folds(
                 checkpoints,
                 live,
                 seed_index,
+                stage,
             )
             for seed_index in range(n_seeds)
         ]

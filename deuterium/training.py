@@ -170,13 +170,15 @@ def train_fold(
     checkpoints: Path,
     live: Live,
     seed_index: int = 0,
+    stage: str = "train",
 ) -> FoldResult:
     env, t = exp.environment, exp.training
     name = run_name(fold, seed_index, env.number_of_seeds)
     # a checkpoint resumes only the same settings on the same rows with the same code: DVC reruns
     # this stage after any of those changed, and then a finished checkpoint must not stand in for it
     rows = pd.util.hash_pandas_object(train_frame, index=False).to_numpy().tobytes() + train_targets.tobytes()
-    resolved = f"{config.dump(exp)}# training rows: {hashlib.sha256(rows).hexdigest()}\n# code: {code_fingerprint()}\n"
+    code = code_fingerprint(stage)
+    resolved = f"{config.dump(exp)}# training rows: {hashlib.sha256(rows).hexdigest()}\n# code: {code}\n"
     dev = distributed.init(env)
     main = distributed.is_main()
     ckpt = checkpoints / name / "last.pt"
@@ -457,14 +459,55 @@ def _predict(exp, problem, models, files, dev) -> np.ndarray:
     return inference.predict(models, problem, files, exp, dev, "validating")
 
 
+VERSIONED = ("torch", "torchvision", "torchaudio", "timm", "numpy")  # whose versions change what trains
+
+
 @functools.cache
-def code_fingerprint() -> str:
-    """A hash of the library's source: a checkpoint written by other code is not resumed."""
-    root = Path(__file__).resolve().parent
+def code_fingerprint(stage: str = "train", dvc_yaml: Path = Path("dvc.yaml")) -> str:
+    """What a checkpoint may be resumed by: the same stage command, the same code it depends on and the
+    same library versions. Read from dvc.yaml's entry for `stage` (its `cmd` and the files and folders of
+    its `deps`, outside artifacts/ and data/, which the resolved config and the rows' hash cover), so a
+    change that makes DVC rerun the stage also makes the checkpoint stale, and a change outside its
+    dependencies (the service's code) does not. Without dvc.yaml (a stage run outside DVC): every .py
+    file of the project's packages."""
+    import importlib.metadata
+
     digest = hashlib.sha256()
-    for source in sorted(root.rglob("*.py")):
-        digest.update(source.relative_to(root).as_posix().encode() + b"\0" + source.read_bytes())
+    for name in VERSIONED:
+        try:
+            digest.update(f"{name}=={importlib.metadata.version(name)}\n".encode())
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    entry = _stage_entry(dvc_yaml, stage)
+    if entry is None:
+        root = Path(__file__).resolve().parents[1]
+        paths = [root / "deuterium", root / "stages"]
+    else:
+        digest.update(str(entry.get("cmd", "")).encode())
+        paths = [
+            dvc_yaml.parent / d
+            for d in (next(iter(dep)) if isinstance(dep, dict) else dep for dep in entry.get("deps", []))
+            if not str(d).startswith(("artifacts", "data", "$"))
+        ]
+    for path in sorted(paths):
+        files = (
+            sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+            if path.is_dir()
+            else [path]
+        )
+        for source in files:
+            if source.is_file():
+                digest.update(source.as_posix().encode() + b"\0" + source.read_bytes())
     return digest.hexdigest()
+
+
+def _stage_entry(dvc_yaml: Path, stage: str) -> dict | None:
+    import yaml
+
+    if not dvc_yaml.is_file():
+        return None
+    stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {})
+    return stages.get(stage)
 
 
 def _load_checkpoint(path: Path, resolved: str, name: str) -> dict | None:

@@ -76,7 +76,15 @@ def main(
     frame = pd.concat([folds, extra], ignore_index=True)
     targets = next(iter(fold_targets.values()))
     oof = fitting.fit_folds(
-        exp, problem, info, frame, targets, out_dir, checkpoints / "pseudo", fold_targets=fold_targets
+        exp,
+        problem,
+        info,
+        frame,
+        targets,
+        out_dir,
+        checkpoints / "pseudo",
+        fold_targets=fold_targets,
+        stage="pseudo_label",
     )
     oof = oof[oof[splitting.ROW_ID].isin(folds[splitting.ROW_ID])]
     io.write_frame(oof, out_dir / paths.OOF_FILE)

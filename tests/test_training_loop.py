@@ -358,3 +358,32 @@ def test_early_stopping_adds_up_gains_smaller_than_the_delta(tmp_path):
 def test_early_stopping_conflicts_with_training_on_the_validation_rows():
     with pytest.raises(ConfigError, match="early_stopping_patience"):
         experiment(early_stopping_patience=2, train_validation_data=True)
+
+
+def test_a_checkpoint_resumes_only_for_the_same_stage_code_and_command(tmp_path):
+    """Issue 15: the fingerprint hashed deuterium/**/*.py only: a stage script's change still resumed, and a
+    change to code the stage does not use (the service's) threw every checkpoint away."""
+    import yaml
+
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages/train.py").write_text("v1")
+    (tmp_path / "lib.py").write_text("v1")
+    (tmp_path / "service.py").write_text("v1")
+    dvc_yaml = tmp_path / "dvc.yaml"
+
+    def write(cmd: str) -> None:
+        deps = ["stages/train.py", "lib.py", "artifacts/split", "data"]
+        dvc_yaml.write_text(yaml.safe_dump({"stages": {"train": {"cmd": cmd, "deps": deps}}}))
+
+    def fingerprint() -> str:
+        return training.code_fingerprint.__wrapped__("train", dvc_yaml)
+
+    write("python -m stages.train")
+    base = fingerprint()
+    (tmp_path / "service.py").write_text("v2")  # not a dependency of the stage
+    assert fingerprint() == base
+    (tmp_path / "stages/train.py").write_text("v2")  # the stage's own script
+    assert fingerprint() != base
+    base = fingerprint()
+    write("python -m stages.train --other")  # the stage's command
+    assert fingerprint() != base

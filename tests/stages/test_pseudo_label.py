@@ -33,9 +33,9 @@ def test_the_second_round_trains_on_the_pseudo_labels(pipeline, tmp_path, monkey
     calls = []
     real = fitting.fit_folds
 
-    def spy(exp, problem, info, frame, targets, *args, fold_targets=None):
+    def spy(exp, problem, info, frame, targets, *args, fold_targets=None, stage="train"):
         calls.append((frame.copy(), fold_targets[0].copy()))
-        return real(exp, problem, info, frame, targets, *args, fold_targets=fold_targets)
+        return real(exp, problem, info, frame, targets, *args, fold_targets=fold_targets, stage=stage)
 
     monkeypatch.setattr(pseudo_label.fitting, "fit_folds", spy)
     out = tmp_path / "pseudo"
