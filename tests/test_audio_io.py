@@ -156,3 +156,24 @@ def test_a_padded_tail_counts_for_the_samples_it_holds():
         {"sample_rate": RATE, "chunk_samples": 1000, "chunk_method": "varying", "min_samples": 256}
     )
     assert varying.piece_weights(np.ones(2100, np.float32)) == [1000.0, 1000.0, 100.0]
+
+
+def test_validate_keeps_the_mp3_decoders_notes_out_of_the_terminal(tmp_path, capfd):
+    """Issue 15: libsndfile's MP3 decoder printed notes for every broken MP3 into the user's terminal."""
+    from deuterium.data_types.audio import Audio
+
+    buf = io.BytesIO()
+    sf.write(buf, (0.3 * np.sin(np.arange(RATE * 3) / 5)).astype(np.float32), RATE, format="MP3")
+    data = bytearray(buf.getvalue())
+    rng = np.random.default_rng(0)
+    for i in range(2000, len(data), 97):
+        data[i] = rng.integers(0, 256)
+    path = tmp_path / "broken.mp3"
+    path.write_bytes(bytes(data))
+    capfd.readouterr()
+    audio_io.load(path, RATE)  # unguarded: the decoder's notes reach file descriptor 2
+    assert "error" in capfd.readouterr().err
+    with audio_io.quiet_stderr():
+        audio_io.load(path, RATE)
+    Audio().check_file(path, "broken.mp3", None)
+    assert capfd.readouterr().err == ""

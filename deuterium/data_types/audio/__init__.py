@@ -56,7 +56,8 @@ class Audio(DataType):
         from deuterium.data_types.audio import io
 
         try:
-            meta = io.info(path, name=shown)
+            with io.quiet_stderr():  # a broken MP3 makes the decoder print notes; the report names the file
+                meta = io.info(path, name=shown)
         except InputError as err:
             return str(err)
         if meta.frames <= 0:

@@ -39,7 +39,8 @@ class AudioClips(Dataset):
 
     def __getitem__(self, i: int):
         self.rng = np.random.default_rng((self.seed, self.epoch, i))
-        wave = io.load(self.files[i], self.sample_rate, channels=self.channels)
+        with io.quiet_stderr():  # an MP3's decoder notes would flood the training log
+            wave = io.load(self.files[i], self.sample_rate, channels=self.channels)
         length = wave.shape[-1]
         out = np.zeros((*wave.shape[:-1], self.chunk), dtype=np.float32)
         if length > self.chunk:

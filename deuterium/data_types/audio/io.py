@@ -11,8 +11,11 @@ the file's rate and channels: a small FLAC of silence at a very high rate cannot
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +36,27 @@ class AudioInfo:
     @property
     def seconds(self) -> float:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """File descriptor 2 to /dev/null for the block: libsndfile's MP3 decoder (mpg123) writes its notes
+    ("Illegal Audio-MPEG-Header...", hundreds on a real folder) there directly, below Python's sys.stderr.
+    For single-threaded loops (validate, training); the service's threads keep their stderr."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _open(source: Path | str | bytes, name: str):
