@@ -2,27 +2,38 @@
 
     python -m flows.retrain run data/incoming                # a folder: train.csv (or .parquet) and its files
     python -m flows.retrain run data/more.csv --margin 0.01  # a dataframe; its files in dataset.data_folder
+    python -m flows.retrain run data/incoming --replace      # train on the new rows alone
     python -m flows.retrain serve data/incoming --cron "0 3 * * 1"   # a scheduled Prefect deployment
     python -m flows.retrain champion [--bento]               # the champion record, or its bento tag
     python -m flows.retrain promote-workspace                # make the workspace's model the first champion
 
 A run, step by step:
-1. The validate stage checks the new data (with params.yaml and the new paths). Bad data stops the
-   run here: nothing is trained, the champion and the workspace stay as they were.
+0. The new rows are APPENDED to params.yaml's training dataframe (rows whose files have the same bytes
+   as a training file already there are not added twice): the challenger trains on the old rows and
+   the new ones, written as artifacts/retrain/<run>/training/train.csv. `--replace` trains on the new rows alone.
+1. The validate stage checks the training data (with params.yaml and the new paths). Bad data stops
+   the run here: nothing is trained, the champion and the workspace stay as they were. So do new rows
+   whose files have the same content (sha256 of the bytes, whatever their names) as a holdout file.
 2. The pipeline runs as a DVC experiment in a temporary folder (`dvc exp run --temp`), every stage
    but packaging: the workspace is not touched, training starts afresh, and the experiment keeps its
    params, dvc.lock and metrics in git (`dvc exp show`, `dvc exp apply <name>`).
-3. The challenger's metric on the test dataframe is compared with the champion's on the same
-   holdout (the same file, by md5). It is promoted only when better by more than the margin.
+3. Champion and challenger are scored again, in this run, on the same holdout: the test dataframe,
+   known by its content and that of every file it names (a changed holdout stops the run before
+   training). Both exported ONNX models (the champion's from its bento) score every holdout row.
+   The challenger is promoted only when better by more than `--margin` and the gain holds at
+   `--confidence` (default 0.95) by a paired test: McNemar's exact test on the rows each model gets
+   right (classification; p < 1 - confidence), a paired bootstrap of the metric's difference
+   (regression; its one-sided lower confidence bound > margin).
 4. Promotion packages the experiment's exported model as a bento and writes registry/champion.json.
-   Every decision, with both figures, is logged, appended to registry/decisions.jsonl and committed.
+   Every decision, with both figures, the test, its p-value or bound, the confidence and the number of
+   rows, is logged, appended to registry/decisions.jsonl and committed.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -31,16 +42,20 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
-from deuterium import paths, registry
+from deuterium import assets, config, io, paths, problems, registry
 from deuterium.errors import ConfigError, DataError, DeuteriumError
-from deuterium.registry import Champion, Decision, Score
+from deuterium.registry import Champion, Decision, PairedTest, Score
+from deuterium.settings import ExperimentBase
 from flows import commands
 from flows.pipeline import metrics_files, stage_order
 
@@ -48,8 +63,20 @@ PARAMS_FILE = "params.yaml"  # DVC's default params file, the one dvc.yaml's sta
 PACKAGE_STAGE = "package"  # run on promotion only, on the winner's export
 DATAFRAME_NAMES = ("train.csv", "train.parquet", "train.tsv")  # looked for in a new-data folder
 WORK = paths.ARTIFACTS / "retrain"  # per run: the params and the validation report of the new data
+# Appended runs: the old rows and the new, in WORK / <run> / TRAINING, a folder because `dvc exp run -C`
+# copies a file only into a folder that exists in the experiment, and copies a folder whole.
+TRAINING, TRAIN_FILE = "training", "train.csv"
+SCORING_BATCH = 256  # holdout files decoded at once when champion and challenger are scored
 DEPLOYMENT = "deuterium-retrain"
 ARTIFACT_KEY = "retrain-decision"
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    """The run's logger inside a flow, the module's outside one (a helper called on its own)."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
 
 
 def _git_bytes(project: Path, *args: str) -> bytes:
@@ -128,6 +155,141 @@ def apply_settings(params: dict, settings: Sequence[str]) -> dict:
     return params
 
 
+def load_experiment(project: Path, params: dict) -> ExperimentBase:
+    """params (a dict, settings applied) as the stages will read them, from the project folder."""
+    with tempfile.TemporaryDirectory(prefix="deuterium-params-") as tmp:
+        (Path(tmp) / PARAMS_FILE).write_text(yaml.safe_dump(params, sort_keys=False))
+        cwd = Path.cwd()
+        os.chdir(project)  # previous_experiment, like every path in params.yaml, is relative to the project
+        try:
+            return config.load(Path(tmp) / PARAMS_FILE)
+        finally:
+            os.chdir(cwd)
+
+
+def file_hashes(folder: Path, names: Sequence[object]) -> dict[str, str]:
+    """name -> sha256 of the file's bytes, for the names of files that exist (validation reports the others)."""
+    hashes = {}
+    for name in names:
+        try:
+            path = assets.resolve(folder, name)
+        except DataError:
+            continue
+        if path.is_file():
+            hashes[str(name)] = registry.sha256(path)
+    return hashes
+
+
+def append_rows(
+    old: pd.DataFrame, old_folder: Path, new: pd.DataFrame, new_folder: Path, column: str, required: list[str]
+) -> tuple[pd.DataFrame, Path]:
+    """The old training rows and then the new, with their files named from one data folder (the folders'
+    common parent); returns the frame and that folder. `required`: columns the new rows must have."""
+    missing = [c for c in required if c not in new.columns]
+    if missing:
+        raise DataError(
+            f"the new data lacks column(s) {missing} of the training dataframe; appending needs "
+            f"{required} (or train on the new rows alone with --replace)"
+        )
+    root = Path(os.path.commonpath([old_folder, new_folder]))
+
+    def named_from_root(frame: pd.DataFrame, folder: Path) -> pd.DataFrame:
+        prefix = folder.relative_to(root)
+        return frame.assign(**{column: [(prefix / str(n)).as_posix() for n in frame[column]]})
+
+    return pd.concat(
+        [named_from_root(old, old_folder), named_from_root(new, new_folder)], ignore_index=True
+    ), root
+
+
+def training_data(
+    project: Path, params: dict, new: dict[str, str], replace: bool, work: Path
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The dataset settings the challenger trains with, and the new rows' files (name -> sha256).
+
+    `new`: data_settings' settings for the new rows alone. Unless `replace`, the old training rows and
+    the new ones not already there (by the bytes of their files) are written to `work`/training/train.csv.
+    """
+    log = _logger()
+    exp_new = load_experiment(project, apply_settings(yaml.safe_load(yaml.safe_dump(params)), _items(new)))
+    work.mkdir(parents=True, exist_ok=True)
+    problem = problems.of(exp_new)
+    column = problem.data.column(exp_new)
+    new_frame = io.read_frame(_path(project, new["dataset.train_dataframe"]))
+    if column not in new_frame.columns:
+        raise DataError(f"{new['dataset.train_dataframe']}: no column {column!r} naming the files")
+    new_folder = _path(project, exp_new.dataset.data_folder).resolve()
+    new_files = file_hashes(new_folder, new_frame[column])
+    if replace:
+        return new, new_files
+
+    exp = load_experiment(project, params)
+    old_frame = io.read_frame(_path(project, exp.dataset.train_dataframe))
+    old_folder = _path(project, exp.dataset.data_folder).resolve()
+    old = set(file_hashes(old_folder, old_frame[column]).values())
+    known = new_frame[column].astype(str).map(lambda n: new_files.get(n) in old)
+    if known.any():
+        log.info(
+            "%d new row(s) are already in the training data (the same file bytes): not added twice",
+            known.sum(),
+        )
+    required = [column, *exp.dataset.label_columns]
+    frame, root = append_rows(
+        old_frame, old_folder, new_frame[~known.to_numpy()], new_folder, column, required
+    )
+    write_frame_csv(frame, work / TRAINING / TRAIN_FILE)
+    log.info(
+        "training on %d old and %d new rows (%s)",
+        len(old_frame),
+        len(frame) - len(old_frame),
+        work / TRAINING / TRAIN_FILE,
+    )
+    settings = dict(new)
+    settings["dataset.train_dataframe"] = _shown(project, work / TRAINING / TRAIN_FILE)
+    settings["dataset.data_folder"] = _shown(project, root)
+    if exp.dataset.test_dataframe and not exp.dataset.data_folder_test:
+        settings["dataset.data_folder_test"] = _shown(project, old_folder)  # the same holdout, same files
+    return settings, {n: h for n, h in new_files.items() if h not in old}
+
+
+def write_frame_csv(frame: pd.DataFrame, path: Path) -> None:
+    io.write_text(frame.to_csv(index=False), path)
+
+
+def _items(settings: dict[str, str]) -> list[str]:
+    return [f"{k}={v}" for k, v in settings.items()]
+
+
+def holdout_files(project: Path, exp: ExperimentBase) -> tuple[Path, pd.DataFrame, list[Path]]:
+    """The test dataframe's file, its rows and the files they name."""
+    if not exp.dataset.test_dataframe:
+        raise ConfigError(
+            "dataset.test_dataframe is not set: champion and challenger are compared on the test dataframe, "
+            "the one holdout that new training data does not change"
+        )
+    path = _path(project, exp.dataset.test_dataframe)
+    if not path.is_file():
+        raise registry.RegistryError(f"{exp.dataset.test_dataframe}: the holdout dataframe is missing")
+    frame = io.read_frame(path)
+    problem = problems.of(exp)
+    return path, frame, problem.files(frame, exp, _path(project, exp.dataset.test_data_folder).resolve())
+
+
+def holdout_of(project: Path, exp: ExperimentBase) -> registry.Holdout:
+    path, _, files = holdout_files(project, exp)
+    return registry.fingerprint(path, _shown(project, path), files)
+
+
+@task(cache_policy=NO_CACHE)
+def check_holdout_untouched(
+    project: Path, exp: ExperimentBase, new_files: dict[str, str], where: str
+) -> None:
+    """New training rows whose files have the bytes of a holdout file stop the run before training."""
+    _, frame, _ = holdout_files(project, exp)
+    folder = _path(project, exp.dataset.test_data_folder).resolve()
+    registry.check_no_overlap(new_files, file_hashes(folder, frame[problems.of(exp).data.column(exp)]), where)
+
+
 @task(cache_policy=NO_CACHE)
 def validate_new_data(project: Path, params: dict, work: Path) -> Path:
     """The validate stage over params.yaml with the new data's settings; its error stops the run."""
@@ -183,36 +345,116 @@ def check_experiments_keep_metrics(project: Path) -> Path:
     return path
 
 
-def _holdout(project: Path, rev: str | None) -> registry.Holdout:
-    """The test dataframe's name and md5, as the experiment (or the workspace) had it."""
-    from dvc.api import params_show
-
-    try:
-        shown = params_show(repo=str(project), rev=rev)["dataset"]["test_dataframe"]
-    except (KeyError, TypeError):
-        shown = None
-    if not shown:
-        raise ConfigError(
-            "dataset.test_dataframe is not set: champion and challenger are compared on the test dataframe, "
-            "the one holdout that new training data does not change"
-        )
-    if rev is not None and not Path(shown).is_absolute():
-        try:
-            data = _git_bytes(project, "show", f"{rev}:{shown}")
-            return registry.Holdout(dataframe=shown, md5=hashlib.md5(data).hexdigest())
-        except RuntimeError:
-            pass  # not in git (DVC-tracked or copied in): the workspace's file is the one it read
-    return registry.fingerprint(_path(project, shown), shown)
-
-
 @task(cache_policy=NO_CACHE)
-def score_challenger(project: Path, rev: str) -> Score:
+def score_challenger(project: Path, rev: str, holdout: registry.Holdout) -> Score:
+    """The evaluate stage's figure (and metric) for the challenger, from the experiment's metrics file."""
     path = _metrics_file(project)
     try:
         metrics = json.loads(_git(project, "show", f"{rev}:{path.as_posix()}"))
     except RuntimeError:
         raise registry.RegistryError(f"{path} is not in the experiment's commit {rev[:8]}") from None
-    return registry.score_from_metrics(metrics, _holdout(project, rev), f"{path} of {rev[:8]}")
+    return registry.score_from_metrics(metrics, holdout, f"{path} of {rev[:8]}")
+
+
+def champion_model(project: Path, champion: Champion, dest: Path) -> Path:
+    """The champion's exported model folder: its bento's model in the BentoML store, else its commit's export."""
+    log = get_run_logger()
+    if champion.bento:
+        import bentoml
+        from bentoml.exceptions import NotFound
+
+        try:
+            info = bentoml.get(champion.bento).info
+            # stages/package labels the bento with its model's tag (a BentoModel on the service class)
+            tag = info.labels.get("model") or info.models[0].tag
+            return Path(bentoml.models.get(tag).path)
+        except (NotFound, IndexError) as err:
+            log.warning("the champion's bento %s: %s; trying its commit's export", champion.bento, err)
+    if champion.rev:
+        from dvc.api import DVCFileSystem
+
+        try:
+            DVCFileSystem(str(project), rev=champion.rev).get(
+                paths.EXPORT.as_posix(), str(dest), recursive=True
+            )
+            return dest
+        except Exception as err:  # dvc raises many kinds for a missing output or cache
+            log.warning("the champion's export at %s: %s", champion.rev[:8], err)
+    raise registry.RegistryError(
+        f"the champion ({champion.experiment or champion.source}) cannot be scored again: neither its bento "
+        f"{champion.bento} nor {paths.EXPORT} at its commit {(champion.rev or '-')[:8]} is available"
+    )
+
+
+def model_outputs(model_dir: Path, files: Sequence[Path]) -> tuple[np.ndarray, dict]:
+    """The exported model's outputs for the files (probabilities or values, one row each), through the
+    torch-free ONNX scorer, and the label info of its preprocessing.json."""
+    from deuterium.scoring import Scorer
+
+    scorer = Scorer(model_dir)
+    pre, rows = scorer.pre, []
+    for start in range(0, len(files), SCORING_BATCH):
+        batch = [scorer.load(f, str(f)) for f in files[start : start + SCORING_BATCH]]
+        for out in scorer.predict(batch):
+            if pre.is_classification:
+                rows.append([out["probabilities"][c] for c in pre.labels])
+            else:
+                rows.append([out["predictions"][t] for t in pre.target_names])
+    info = {"target_names": pre.target_names}
+    if pre.is_classification:
+        info |= {"labels": pre.labels, "multi_label": pre.multi_label}
+    return np.asarray(rows, dtype=np.float64).reshape(len(files), -1), info
+
+
+def rows_right(frame: pd.DataFrame, outputs: np.ndarray, info: dict) -> np.ndarray:
+    """Which rows a classifier gets right: its label (or, multi-label, its whole set of labels) is the truth."""
+    labels = np.asarray(info["labels"])
+    if info.get("multi_label"):
+        truth = frame[list(labels)].apply(pd.to_numeric, errors="coerce").to_numpy() >= 0.5
+        return ((outputs >= 0.5) == truth).all(axis=1)
+    return labels[outputs.argmax(axis=1)] == frame[info["target_names"][0]].astype(str).to_numpy()
+
+
+def paired_comparison(
+    exp: ExperimentBase,
+    frame: pd.DataFrame,
+    champion: tuple[np.ndarray, dict],
+    challenger: tuple[np.ndarray, dict],
+    confidence: float,
+) -> tuple[float, float, PairedTest]:
+    """Both models' figures on the same holdout rows and the paired test: (champion, challenger, test)."""
+    problem = problems.of(exp)
+    metric = problem.metrics()[exp.prediction.metric]
+
+    def figure(outputs: np.ndarray, info: dict) -> float:
+        return float(metric.fn(problem.truth(problem.encode(frame, exp, info)), outputs))
+
+    values = figure(*champion), figure(*challenger)
+    if problem.task.label_kind == "categorical":
+        test = registry.mcnemar(rows_right(frame, *champion), rows_right(frame, *challenger), confidence)
+    else:
+        truth = problem.truth(problem.encode(frame, exp, challenger[1]))
+        test = registry.paired_bootstrap(
+            metric.fn, truth, champion[0], challenger[0], metric.greater_is_better, confidence
+        )
+    return *values, test
+
+
+@task(cache_policy=NO_CACHE)
+def score_both(
+    project: Path, exp: ExperimentBase, champion: Champion, rev: str, confidence: float
+) -> tuple[float, float, PairedTest]:
+    """Score the champion and the challenger's exported models again, on the same holdout rows."""
+    from dvc.api import DVCFileSystem
+
+    _, frame, files = holdout_files(project, exp)
+    with tempfile.TemporaryDirectory(prefix="deuterium-compare-") as tmp:
+        export = Path(tmp) / "challenger"
+        DVCFileSystem(str(project), rev=rev).get(paths.EXPORT.as_posix(), str(export), recursive=True)
+        champion_dir = champion_model(project, champion, Path(tmp) / "champion")
+        return paired_comparison(
+            exp, frame, model_outputs(champion_dir, files), model_outputs(export, files), confidence
+        )
 
 
 @task(cache_policy=NO_CACHE)
@@ -269,6 +511,20 @@ def decision_markdown(decision: Decision, champion: Champion | None, challenger:
             row("challenger", decision.challenger, challenger),
             row("champion before", decision.champion, champion),
         ]
+        + (
+            [
+                "",
+                f"Both scored in this run on the same {decision.n} holdout rows; {decision.test}: "
+                + (
+                    f"p = {decision.p_value:.4g}"
+                    if decision.p_value is not None
+                    else f"lower bound of the gain {decision.bound:.6g}"
+                )
+                + f" at confidence {decision.confidence:g}.",
+            ]
+            if decision.test
+            else []
+        )
     )
 
 
@@ -283,12 +539,18 @@ def retrain(
     retries: int = 1,
     retry_delay_seconds: float = 60.0,
     commit: bool = True,
+    replace: bool = False,
+    confidence: float = 0.95,
 ) -> dict:
     """Validate `new_data`, train on it as a DVC experiment, promote the result if it beats the champion.
 
     new_data: a dataframe file (its files in dataset.data_folder, or in `data_folder`), or a folder
-    holding train.csv / train.parquet and the files it names. margin: how much better the challenger
-    must be, in the metric's units. set_params: more `key.path=value` settings for the experiment.
+    holding train.csv / train.parquet and the files it names. Its rows are appended to the training
+    dataframe (rows whose files are already there, by their bytes, are not added twice); `replace`
+    trains on them alone. New rows whose files have the bytes of a holdout file stop the run.
+    margin: how much better the challenger must be, in the metric's units. confidence: at which a
+    paired test on the holdout (McNemar's exact test for classification, a paired bootstrap for
+    regression) must find the gain. set_params: more `key.path=value` settings for the experiment.
     """
     log = get_run_logger()
     project = project.resolve()
@@ -300,18 +562,25 @@ def retrain(
         if champion
         else "none yet",
     )
+    if not 0 < confidence < 1:
+        raise ConfigError(f"confidence must be between 0 and 1, got {confidence}")
     name = f"retrain-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    work = project / WORK / name
     params = yaml.safe_load((project / PARAMS_FILE).read_text()) or {}
-    data, copies = data_settings(project, new_data, data_folder, params.get("dataset") or {})
+    params = apply_settings(params, list(set_params or []))
+    new, copies = data_settings(project, new_data, data_folder, params.get("dataset") or {})
     check_experiments_keep_metrics(project)
-    settings = [f"{k}={v}" for k, v in data.items()] + list(set_params or [])
-    params = apply_settings(params, settings)
+    with_new = apply_settings(yaml.safe_load(yaml.safe_dump(params)), _items(new))
+    exp = load_experiment(project, with_new)
+    holdout = holdout_of(project, exp)
     if champion is not None:  # a changed holdout or metric would waste the training: stop now
-        test = (params.get("dataset") or {}).get("test_dataframe")
-        if test:
-            metric = (params.get("prediction") or {}).get("metric") or champion.metric
-            registry.check_comparable(champion, metric, registry.fingerprint(_path(project, test), str(test)))
-    validate_new_data(project, params, project / WORK / name)
+        registry.check_comparable(champion, exp.prediction.metric, holdout)
+    validate_new_data(project, with_new, work)  # the new rows as given, so errors name their file and row
+    data, new_files = training_data(project, params, new, replace, work)
+    check_holdout_untouched(project, exp, new_files, str(new_data))
+    if not replace:
+        copies = [_shown(project, work / TRAINING), *copies]
+    settings = _items(data) + list(set_params or [])
 
     stages = stage_order(project)
     targets = [s for s in stages if s != PACKAGE_STAGE] if PACKAGE_STAGE in stages else []
@@ -319,8 +588,20 @@ def retrain(
         retries=retries, retry_delay_seconds=exponential_backoff(retry_delay_seconds) if retries else 0
     )
     rev = experiment(project, name, settings, copies, targets)
-    score = score_challenger(project, rev)
-    decision = registry.decide(champion, score, margin, name)
+    score = score_challenger(project, rev, holdout)
+    paired = None
+    if champion is not None:
+        champion_value, challenger_value, test = score_both(project, exp, champion, rev, confidence)
+        log.info(
+            "scored again on %d holdout rows: challenger %s %.6g (evaluate said %.6g), champion %.6g",
+            test.n,
+            score.metric,
+            challenger_value,
+            score.value,
+            champion_value,
+        )
+        score, paired = score.model_copy(update={"value": challenger_value}), (champion_value, test)
+    decision = registry.decide(champion, score, margin, name, paired)
     log.info("%s (%s)", decision.line(), name)
 
     challenger: Champion | Score = score
@@ -331,7 +612,9 @@ def retrain(
             experiment=name,
             rev=rev,
             bento=package_challenger(project, rev, name),
-            train_dataframe=data["dataset.train_dataframe"],
+            train_dataframe=data[
+                "dataset.train_dataframe"
+            ],  # appended: artifacts/retrain/<run>/training/train.csv
             data_folder=data.get("dataset.data_folder"),
             promoted_at=datetime.now(UTC),
             flow_run=flow_run.get_name(),
@@ -368,9 +651,9 @@ def promote_workspace(
     path = _metrics_file(project)
     if not (project / path).is_file():
         raise registry.RegistryError(f"{path}: missing; run `dvc repro` first")
-    score = registry.score_from_metrics(
-        json.loads((project / path).read_text()), _holdout(project, None), str(path)
-    )
+    params = yaml.safe_load((project / PARAMS_FILE).read_text()) or {}
+    holdout = holdout_of(project, load_experiment(project, params))
+    score = registry.score_from_metrics(json.loads((project / path).read_text()), holdout, str(path))
     bento_file = project / paths.PACKAGE / paths.BENTO_TAG_FILE
     from dvc.api import params_show
 
@@ -448,7 +731,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument(
             "--data-folder", type=Path, help="where the dataframe's files are (default: params.yaml's)"
         )
-        p.add_argument("--margin", type=float, default=0.0, help="how much better the challenger must be")
+        p.add_argument(
+            "--replace",
+            action="store_true",
+            help="train on the new rows alone (default: append them to the training dataframe)",
+        )
+        p.add_argument(
+            "--margin",
+            type=float,
+            default=0.0,
+            help="how much better the challenger must be, in metric units",
+        )
+        p.add_argument(
+            "--confidence",
+            type=float,
+            default=0.95,
+            help="the confidence at which a paired test on the holdout must find the gain (default 0.95)",
+        )
         p.add_argument(
             "--set",
             dest="set_params",
@@ -496,6 +795,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "retries": args.retries,
             "retry_delay_seconds": args.retry_delay,
             "commit": not args.no_commit,
+            "replace": args.replace,
+            "confidence": args.confidence,
         }
         if args.command == "serve":
             from prefect import serve

@@ -1,12 +1,16 @@
 """The retrain flow for real, in the project the pipeline test trained: champion, challenger, registry.
 
 In order: the workspace's model becomes the first champion; data with more 7s (the holdout is mostly
-7s) makes a better model, which is promoted; corrupt data stops at validation; a crashing stage fails
-the run. The registry is checked after each.
+7s), appended to the training data, makes a better model, which is promoted after both models are
+scored on the holdout and McNemar's test finds the gain; corrupt data stops at validation; a holdout
+recording under another name stops before training; a crashing stage fails the run. The registry is
+checked after each.
 """
 
+import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from flow_support import artifact_of, flow_run_of, git, task_runs_of
@@ -62,18 +66,29 @@ def test_better_data_makes_a_promoted_challenger(project, incoming, bentoml_home
     assert state.is_completed(), state.message
     decision = state.result()
     assert decision["promote"], decision
-    assert decision["champion"] == before.value and decision["challenger"] > before.value
+    assert decision["challenger"] > decision["champion"]
+    assert decision["champion"] == pytest.approx(before.value, abs=0.05)  # ONNX, as evaluate's torch said
 
     after = registry.load(project / CHAMPION)
     assert after.source == "retrain" and after.experiment == decision["challenger_experiment"]
-    assert after.value == decision["challenger"] and after.train_dataframe == "data/incoming/train.csv"
+    assert after.value == decision["challenger"]
+    # appended: the project's training rows and the 44 new 7s (the batch's copies of old rows skipped)
+    assert after.train_dataframe == f"artifacts/retrain/{after.experiment}/training/train.csv"
+    trained = pd.read_csv(project / after.train_dataframe)
+    old = pd.read_csv(project / "data/fsdd/train.csv")
+    assert len(trained) == len(old) + 44 and (trained.digit == 7).sum() == (old.digit == 7).sum() + 44
+    assert trained.file.str.startswith("fsdd/recordings/").sum() == len(old)
+    holdout_rows = len(pd.read_csv(project / "data/fsdd/test.csv"))
+    assert (decision["test"], decision["confidence"], decision["n"]) == ("mcnemar_exact", 0.95, holdout_rows)
+    assert decision["p_value"] < 0.05
     assert after.rev in git(project, "for-each-ref", "--format=%(objectname)", "refs/exps")
     assert after.bento and after.bento != before.bento
     name, version = after.bento.split(":")
     assert (bentoml_home / "bentos" / name / version / "bento.yaml").is_file()
 
     last = registry.Decision.model_validate_json((project / DECISIONS).read_text().splitlines()[-1])
-    assert (last.challenger, last.champion) == (after.value, before.value)
+    assert (last.challenger, last.test, last.p_value) == (after.value, "mcnemar_exact", decision["p_value"])
+    assert last.champion == decision["champion"]  # the champion scored again, beside the challenger
     assert "Promoted" in artifact_of(state, "retrain-decision").data
     # the experiment ran in a temporary folder: the workspace is as it was, the registry committed
     assert (project / "params.yaml").read_text() == params
@@ -89,6 +104,24 @@ def test_corrupt_data_stops_before_training_and_keeps_the_champion(project, corr
     message = flow_run_of(state).state.message
     assert "validation stopped the run, nothing was trained" in message
     assert "data/corrupt/train.csv:row" in message and "file not found" in message
+    assert not any(name.startswith("dvc exp run") for name in task_runs_of(state))
+    assert exp_refs(project) == refs
+    assert (project / CHAMPION).read_bytes() == champion
+
+
+@e2e
+def test_a_holdout_recording_under_another_name_stops_the_run_before_training(project):
+    champion = (project / CHAMPION).read_bytes()
+    refs = exp_refs(project)
+    folder = project / "data" / "leaky"
+    folder.mkdir()
+    holdout = pd.read_csv(project / "data/fsdd/test.csv").head(1)
+    shutil.copy(project / "data/fsdd/recordings" / holdout.file.iloc[0], folder / "fresh.wav")
+    holdout.assign(file="fresh.wav").to_csv(folder / "train.csv", index=False)
+    state = retrain(new_data=Path("data/leaky"), project=project, retries=0, return_state=True)
+    assert state.is_failed()
+    message = flow_run_of(state).state.message
+    assert f"fresh.wav is the holdout's {holdout.file.iloc[0]}" in message and "same content" in message
     assert not any(name.startswith("dvc exp run") for name in task_runs_of(state))
     assert exp_refs(project) == refs
     assert (project / CHAMPION).read_bytes() == champion

@@ -1,0 +1,131 @@
+"""What the challenger trains on and is compared with, without training: the append, the holdout overlap
+check and the paired comparison of flows/retrain.py, on a small project of fake files (only their bytes count)."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from deuterium import config
+from deuterium.errors import DataError
+from flows.retrain import (
+    append_rows,
+    apply_settings,
+    check_holdout_untouched,
+    data_settings,
+    holdout_of,
+    load_experiment,
+    paired_comparison,
+    rows_right,
+    training_data,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(
+    frame_rows: list[tuple[str, int]], dataframe: Path, folder: Path, content=lambda f: f.encode()
+) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for file, _ in frame_rows:
+        (folder / file).write_bytes(content(file))
+    dataframe.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(frame_rows, columns=["file", "digit"]).assign(speaker="george").to_csv(
+        dataframe, index=False
+    )
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """params.yaml as the project's, a training dataframe of 4 files and a holdout of 2."""
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    fsdd = tmp_path / "data" / "fsdd"
+    write([(f"{d}_george_5.wav", d) for d in range(4)], fsdd / "train.csv", fsdd / "recordings")
+    write([("0_george_0.wav", 0), ("7_george_0.wav", 7)], fsdd / "test.csv", fsdd / "recordings")
+    return tmp_path
+
+
+def params_of(project: Path) -> dict:
+    return yaml.safe_load((project / "params.yaml").read_text())
+
+
+def new_batch(project: Path, rows: list[tuple[str, int]], content=lambda f: f.encode()) -> dict[str, str]:
+    write(rows, project / "data" / "incoming" / "train.csv", project / "data" / "incoming", content)
+    settings, _ = data_settings(project, Path("data/incoming"), None, params_of(project)["dataset"])
+    return settings
+
+
+def test_appending_is_the_default_and_keeps_the_old_rows(project):
+    # one new recording, and one with the bytes of a training file already there (not added twice)
+    new = new_batch(project, [("7_george_9.wav", 7), ("copy_of_1.wav", 1)])
+    (project / "data" / "incoming" / "copy_of_1.wav").write_bytes(b"1_george_5.wav")
+    work = project / "artifacts" / "retrain" / "run"
+    settings, new_files = training_data(project, params_of(project), new, replace=False, work=work)
+
+    assert settings["dataset.train_dataframe"] == "artifacts/retrain/run/training/train.csv"
+    assert settings["dataset.data_folder"] == "data"  # the folders' common parent: both sets of files in it
+    assert settings["dataset.data_folder_test"] == "data/fsdd/recordings"
+    frame = pd.read_csv(work / "training" / "train.csv")
+    assert frame.file.tolist() == [f"fsdd/recordings/{d}_george_5.wav" for d in range(4)] + [
+        "incoming/7_george_9.wav"
+    ]
+    assert frame.digit.tolist() == [0, 1, 2, 3, 7]
+    assert all((project / "data" / f).is_file() for f in frame.file)
+    assert list(new_files) == ["7_george_9.wav"]
+
+    exp = load_experiment(
+        project, apply_settings(params_of(project), [f"{k}={v}" for k, v in settings.items()])
+    )
+    assert holdout_of(project, exp) == holdout_of(project, config.load(project / "params.yaml"))  # same files
+
+
+def test_replace_trains_on_the_new_rows_alone(project):
+    new = new_batch(project, [("7_george_9.wav", 7)])
+    work = project / "artifacts" / "retrain" / "run"
+    settings, new_files = training_data(project, params_of(project), new, replace=True, work=work)
+    assert settings == new and settings["dataset.train_dataframe"] == "data/incoming/train.csv"
+    assert not (work / "training").exists() and list(new_files) == ["7_george_9.wav"]
+
+
+def test_a_new_file_with_the_bytes_of_a_holdout_file_is_refused_by_content_not_name(project):
+    # another name, the very bytes of the holdout's 7_george_0.wav
+    new = new_batch(project, [("7_george_9.wav", 7), ("fresh_7.wav", 7)])
+    (project / "data" / "incoming" / "fresh_7.wav").write_bytes(b"7_george_0.wav")
+    params = params_of(project)
+    _, new_files = training_data(project, params, new, False, project / "artifacts" / "retrain" / "run")
+    exp = config.load(project / "params.yaml")
+    with pytest.raises(
+        DataError, match=r"data/incoming: 1 new training file.*fresh_7.wav is the holdout's 7_george_0.wav"
+    ):
+        check_holdout_untouched.fn(project, exp, new_files, "data/incoming")
+    check_holdout_untouched.fn(project, exp, {"7_george_9.wav": new_files["7_george_9.wav"]}, "data/incoming")
+
+
+def test_appended_rows_need_the_file_and_label_columns():
+    old = pd.DataFrame({"file": ["a.wav"], "digit": [1]})
+    with pytest.raises(DataError, match=r"lacks column\(s\) \['digit'\].*--replace"):
+        append_rows(
+            old, Path("/d/old"), pd.DataFrame({"file": ["b.wav"]}), Path("/d/new"), "file", ["file", "digit"]
+        )
+    frame, root = append_rows(old, Path("/d/x"), old.assign(file="b.wav"), Path("/d/x"), "file", ["file"])
+    assert root == Path("/d/x") and frame.file.tolist() == ["a.wav", "b.wav"]
+
+
+def test_the_paired_comparison_scores_both_models_on_the_same_rows(project):
+    exp = config.load(project / "params.yaml")
+    labels = [str(d) for d in range(10)]
+    info = {"labels": labels, "target_names": ["digit"], "multi_label": False}
+    frame = pd.DataFrame({"file": [f"{i}.wav" for i in range(300)], "digit": [7] * 300})
+    champion = np.eye(10)[[7] * 150 + [1] * 150]  # right on the first 150 rows
+    challenger = champion.copy()
+    challenger[150] = np.eye(10)[7]  # and one more
+    assert rows_right(frame, challenger, info).sum() == 151
+    champion_value, challenger_value, test = paired_comparison(
+        exp, frame, (champion, info), (challenger, info), 0.95
+    )
+    assert (champion_value, challenger_value) == (0.5, 151 / 300)
+    assert (test.test, test.challenger_only, test.champion_only, test.n) == ("mcnemar_exact", 1, 0, 300)
+    assert not test.significant(0.0)
