@@ -459,7 +459,12 @@ def _predict(exp, problem, models, files, dev) -> np.ndarray:
     return inference.predict(models, problem, files, exp, dev, "validating")
 
 
-VERSIONED = ("torch", "torchvision", "timm", "numpy")  # whose versions change what trains (torch pins the rest)
+VERSIONED = (
+    "torch",
+    "torchvision",
+    "timm",
+    "numpy",
+)  # whose versions change what trains (torch pins the rest)
 
 
 @functools.cache

@@ -6,6 +6,7 @@ Tests run the real pipeline in them: `dvc repro` in a fresh git repo, Prefect fl
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import shutil
 import subprocess
@@ -147,3 +148,21 @@ def init_repo(dest: Path) -> None:
     run(sys.executable, "-m", "dvc", "config", "core.analytics", "false")
     run("git", "add", "-A")
     run("git", "commit", "-qm", "tiny project")
+
+
+@functools.cache
+def black_png(width: int, height: int) -> bytes:
+    """A real, valid grey PNG of width x height black pixels, streamed through zlib: a decompression bomb of
+    a few hundred KB for hundreds of megapixels (it is never held decoded here)."""
+    import struct
+    import zlib
+
+    row = b"\0" * (width + 1)  # filter byte + pixels
+    packer = zlib.compressobj(9)
+    body = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    head = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head) + chunk(b"IDAT", body) + chunk(b"IEND", b"")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from deuterium import assets
+from deuterium.plugins import Registry
 from deuterium.settings import LoggingBase, MixSettings, PredictionBase, Section
 
 if TYPE_CHECKING:
@@ -26,22 +27,9 @@ if TYPE_CHECKING:
 
     from deuterium.settings import ExperimentBase
 
-_REGISTRY: dict[str, type[DataType]] = {}
-
-
-def register(name: str):
-    def wrap(cls: type[DataType]) -> type[DataType]:
-        if name in _REGISTRY:
-            raise ValueError(f"data type {name!r} is registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
-
-
-def registered() -> dict[str, type[DataType]]:
-    return dict(_REGISTRY)
+_PLUGINS: Registry = Registry("data type")
+register = _PLUGINS.register
+registered = _PLUGINS.registered
 
 
 class Decoder:

@@ -14,24 +14,12 @@ import numpy as np
 import pandas as pd
 from torch import Tensor, nn
 
+from deuterium.plugins import Registry
 from deuterium.settings import ExperimentBase, PredictionBase, TrainingBase
 
-_REGISTRY: dict[str, type[Task]] = {}
-
-
-def register(name: str):
-    def wrap(cls: type[Task]) -> type[Task]:
-        if name in _REGISTRY:
-            raise ValueError(f"task {name!r} is registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
-
-
-def registered() -> dict[str, type[Task]]:
-    return dict(_REGISTRY)
+_PLUGINS: Registry = Registry("task")
+register = _PLUGINS.register
+registered = _PLUGINS.registered
 
 
 @dataclass(frozen=True)

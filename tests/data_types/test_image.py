@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import matplotlib
@@ -14,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from projects import REPO
+from projects import REPO, black_png
 
 from deuterium import config
 from deuterium.data_types.image import decode
@@ -98,21 +96,8 @@ def test_decoder_names_the_input_and_refuses_broken_files(tmp_path):
         d.load(png[:-30], "cut.png")
 
 
-def bomb(width: int = 20_000, height: int = 20_000) -> bytes:
-    """A real, valid PNG of width x height black pixels that compresses to a few hundred KB."""
-    raw_row = b"\0" * (width + 1)  # filter byte + grey pixels
-    packer = zlib.compressobj(9)
-    data = b"".join(packer.compress(raw_row) for _ in range(height)) + packer.flush()
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
-
-
 def test_a_decompression_bomb_is_refused_from_its_header():
-    data = bomb()
+    data = black_png(20_000, 20_000)
     assert len(data) < 1_000_000  # small on the wire, 400 megapixels decoded
     with pytest.raises(InputError, match="20000x20000 = 400000000 pixels is more than the limit of 1000000"):
         decode.ImageDecoder({"channels": 1, "max_pixels": 1_000_000}).load(data, "bomb.png")

@@ -3,7 +3,6 @@ original files, then the bento it built under a real `bentoml serve`, fed good a
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
@@ -16,7 +15,7 @@ import pandas as pd
 import pytest
 import requests
 from PIL import Image
-from projects import PIPELINE_OUTPUTS, dvc, make_image_project
+from projects import PIPELINE_OUTPUTS, black_png, dvc, make_image_project
 
 from serving import launch
 
@@ -130,7 +129,7 @@ def test_hostile_uploads_get_a_4xx_and_memory_stays_bounded(server):
         "not an image": (b"just text\n" * 50, 400, "not a readable image"),
         "empty": (b"", 400, "empty"),
         "truncated": (jpeg[: len(jpeg) // 3], 400, "corrupt"),
-        "bomb": (big_png(), 400, "more than the limit"),
+        "bomb": (black_png(46_000, 46_000), 400, "more than the limit"),
     }
     pid = _server_pid(server)
     before = _rss_mb(pid)
@@ -147,7 +146,7 @@ def test_hostile_uploads_get_a_4xx_and_memory_stays_bounded(server):
     # ten bombs at once: refused from their headers, so memory barely moves (one decoded would be 2 GB)
     from concurrent.futures import ThreadPoolExecutor
 
-    data = big_png()
+    data = black_png(46_000, 46_000)
     with ThreadPoolExecutor(10) as pool:
         codes = list(
             pool.map(
@@ -162,27 +161,9 @@ def test_hostile_uploads_get_a_4xx_and_memory_stays_bounded(server):
     assert codes == [400] * 10
     assert _rss_mb(pid) - before < 300, (before, _rss_mb(pid))
     # two images each within the limit, together over it: refused from their headers, as one request
-    pair = [("files", (f"{k}.png", big_png(5000, 6000))) for k in range(2)]
+    pair = [("files", (f"{k}.png", black_png(5000, 6000))) for k in range(2)]
     r = requests.post(f"{server}/predict_batch", files=pair, timeout=60)
     assert r.status_code == 400 and "together, more than the limit" in r.json()["error"], r.text
-
-
-@functools.cache
-def big_png(side: int = 46_000, height: int | None = None) -> bytes:
-    """A valid grey PNG of side x height black pixels (2.1 gigapixels by default) that compresses to a few MB."""
-    import struct
-    import zlib
-
-    height = height or side
-    row = b"\0" * (side + 1)
-    packer = zlib.compressobj(9)
-    body = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    head = struct.pack(">IIBBBBB", side, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
 
 
 def _server_pid(url: str) -> int:

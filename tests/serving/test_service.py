@@ -394,5 +394,7 @@ def test_small_uploads_that_decode_big_are_refused_from_the_header_with_bounded_
     )
     assert allowed.status_code == 200, allowed.text  # 1.92 M samples: within the limit, decoded in blocks
     grown = _tree_rss_mb(port) - before
-    print(f"12 hostile FLACs at once: slowest answer {max(took for *_, took in answers):.2f} s, memory {grown:+.0f} MB")
+    print(
+        f"12 hostile FLACs at once: slowest answer {max(took for *_, took in answers):.2f} s, memory {grown:+.0f} MB"
+    )
     assert grown < 1024, (before, grown)

@@ -6,17 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from deuterium.data_types.audio import io
+from deuterium.data_types.items import SeededItems
 
 
-class AudioClips(Dataset):
-    """Training items: a random crop of `chunk` samples (shorter clips zero-padded) and its target row.
-
-    The randomness of item i comes from (seed, epoch, i) alone, so data-loader workers never repeat
-    each other and a resumed run draws what the killed one would have (the loop calls set_epoch).
-    """
+class AudioClips(SeededItems):
+    """Training items: a random crop of `chunk` samples (shorter clips zero-padded) and its target row."""
 
     def __init__(
         self,
@@ -27,15 +23,8 @@ class AudioClips(Dataset):
         seed: int,
         channels: int | None = None,  # None: mono [chunk]; else [channels, chunk] (audio_io.fit_channels)
     ):
-        self.files, self.targets = files, targets
+        super().__init__(files, targets, seed)
         self.sample_rate, self.chunk, self.channels = sample_rate, chunk, channels
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.files)
 
     def __getitem__(self, i: int):
         self.rng = np.random.default_rng((self.seed, self.epoch, i))

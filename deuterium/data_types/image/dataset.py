@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from deuterium.data_types.base import Decoder
 from deuterium.data_types.image.frontend import resize
 from deuterium.data_types.image.settings import ImageAugmentation, ImageSettings
+from deuterium.data_types.items import SeededItems
 
 
 class Resize:
@@ -44,12 +44,8 @@ def transforms(settings: ImageSettings, aug: ImageAugmentation) -> v2.Compose:
     return v2.Compose(steps)
 
 
-class ImageFiles(Dataset):
-    """Item i: the image, transformed, as float pixels 0-255 [size, size, channels] (the graph's layout).
-
-    The randomness of item i comes from (seed, epoch, i) alone, so data-loader workers never repeat each
-    other and a resumed run draws what the killed one would have (the loop calls set_epoch).
-    """
+class ImageFiles(SeededItems):
+    """Item i: the image, transformed, as float pixels 0-255 [size, size, channels] (the graph's layout)."""
 
     def __init__(
         self,
@@ -60,19 +56,12 @@ class ImageFiles(Dataset):
         aug: ImageAugmentation,
         seed: int,
     ):
-        self.files, self.targets, self.decoder = files, targets, decoder
-        self.transform = transforms(settings, aug)
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.files)
+        super().__init__(files, targets, seed)
+        self.decoder, self.transform = decoder, transforms(settings, aug)
 
     def __getitem__(self, i: int):
         x = torch.from_numpy(self.decoder.load(self.files[i])).permute(2, 0, 1).float() / 255.0
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(np.random.SeedSequence([self.seed, self.epoch, i]).generate_state(1)[0]))
+            torch.manual_seed(self.item_seed(i))
             x = self.transform(x)
         return (x.clamp(0, 1) * 255.0).permute(1, 2, 0).contiguous(), torch.from_numpy(self.targets[i])
