@@ -247,10 +247,5 @@ class ExperimentBase(Section):
         return self
 
     @property
-    def data(self) -> Section:
-        """The data type's own section of params.yaml."""
-        return getattr(self, self.data_section)
-
-    @property
     def inference_batch_size(self) -> int:
         return self.prediction.batch_size_inference or self.training.batch_size  # type: ignore[attr-defined]

@@ -11,12 +11,15 @@ decoder. What needs torch (dataset, model) is imported inside the methods that t
 
 from __future__ import annotations
 
+import base64
+import binascii
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from deuterium import assets
+from deuterium.errors import InputError
 from deuterium.plugins import Registry
 from deuterium.settings import LoggingBase, MixSettings, PredictionBase, Section
 
@@ -73,6 +76,16 @@ class Decoder:
     def limits(self) -> dict:
         """What one request may be, for the service's health answer."""
         return {}
+
+
+def from_base64(field: str, text: object) -> bytes:
+    """A JSON payload's base64 text as bytes; InputError naming `field` otherwise."""
+    if not isinstance(text, str):
+        raise InputError(f"{field}: a base64 string")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError(f"{field}: not valid base64") from None
 
 
 class DataType:

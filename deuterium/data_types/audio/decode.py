@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from deuterium.data_types.audio import io
-from deuterium.data_types.base import Decoder
+from deuterium.data_types.base import Decoder, from_base64
 from deuterium.errors import InputError
 
 MAX_SAMPLE_RATE = io.MAX_SAMPLE_RATE
@@ -77,7 +75,7 @@ class AudioDecoder(Decoder):
             raise InputError(f"send exactly one of {', '.join(map(repr, given))}, not {len(sent)}")
         name = sent[0]
         if name == "audio_base64":
-            data = _b64(name, payload[name])
+            data = from_base64(name, payload[name])
             if not data:
                 raise InputError(f"{name}: the file is empty")
             return self.load(data, name)
@@ -87,7 +85,7 @@ class AudioDecoder(Decoder):
         if isinstance(rate, bool) or not isinstance(rate, int) or not 1 <= rate <= MAX_SAMPLE_RATE:
             raise InputError(f"sample_rate: a whole number of Hz from 1 to {MAX_SAMPLE_RATE}, got {rate!r}")
         if name == "waveform_base64":
-            data = _b64(name, payload[name])
+            data = from_base64(name, payload[name])
             if len(data) % 4:
                 raise InputError(f"{name}: {len(data)} bytes is not a whole number of float32 samples")
             samples = np.frombuffer(data, dtype="<f4").astype(np.float32)
@@ -116,12 +114,3 @@ class AudioDecoder(Decoder):
             "max_seconds": self.max_seconds,
             "max_decoded_samples": self.max_samples,
         }
-
-
-def _b64(field: str, text: object) -> bytes:
-    if not isinstance(text, str):
-        raise InputError(f"{field}: a base64 string")
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise InputError(f"{field}: not valid base64") from None

@@ -8,8 +8,6 @@ while opening, before any size is known. Pillow's own bomb check stays on at CEI
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import math
 from pathlib import Path
@@ -18,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from deuterium.data_types.base import Decoder
+from deuterium.data_types.base import Decoder, from_base64
 from deuterium.errors import InputError
 
 SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
@@ -132,14 +130,7 @@ class ImageDecoder(Decoder):
                 + (f"; unknown: {unknown[:5]}" if unknown else "")
             )
         if sent[0] == "image_base64":
-            text = payload["image_base64"]
-            if not isinstance(text, str):
-                raise InputError("image_base64: a base64 string")
-            try:
-                data = base64.b64decode(text, validate=True)
-            except (binascii.Error, ValueError):
-                raise InputError("image_base64: not valid base64") from None
-            return self.load(data, "image_base64")
+            return self.load(from_base64("image_base64", payload["image_base64"]), "image_base64")
         try:
             arr = np.asarray(payload["pixels"], dtype=np.float64)
         except (ValueError, TypeError, OverflowError):
