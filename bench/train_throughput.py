@@ -5,14 +5,18 @@
 Runs the real training loop (deuterium.training.fit) over `--batches` batches of params.yaml's
 experiment, several ways in one process, and prints for each: samples/s, the share of the step time
 spent waiting on the DataLoader iterator (decoding, cropping, collating: the accelerator idles
-meanwhile), the GPU's utilization (nvidia-smi, sampled) and the ratio to the first row, the baseline:
+meanwhile), the GPU's utilization (nvidia-smi, sampled) and the ratios to the baseline row and to the in-memory row:
 
-  baseline            params.yaml as it is (its device, precision and number_of_workers)
+  decode every epoch  the data path before decode-once: every item decoded (and resampled) each time
+                      (environment.decode_cache_megabytes 0)
+  baseline            params.yaml as it is (its device, precision and number_of_workers; the clips
+                      decoded once into the cache, crops and augmentations drawn from it)
   in-memory batches   the same crops decoded once beforehand: the model's own speed, no data wait
   workers=N           --workers data-loader processes (when the baseline has another number)
   amp, amp in-memory  with --amp: float16 autocast on the GPU
 
-Compare ratios within one run only: the machine may be shared. Tests never run this.
+With --epoch every training row is used (a whole epoch, not --batches) and each row also prints its
+seconds per epoch. Compare ratios within one run only: the machine may be shared. Tests never run this.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from deuterium import config, fitting, io, problems, training  # noqa: E402
+from deuterium.data_types import decoded as decoded_cache  # noqa: E402
 
 
 class TimedLoader:
@@ -105,6 +110,7 @@ def measure(exp, problem, n_outputs: int, dataset, batches: int, warmup: int, de
         live=fitting._Silent(),
         prefix="bench",
         seed=0,
+        augment=problem.batch_augmenter(exp),  # the data type's batch augmentations, as training runs them
     )
     gpu = GpuSampler()
     gpu.start()
@@ -136,6 +142,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=24, help="measured batches per row")
     parser.add_argument("--warmup", type=int, default=4, help="batches left out at the start of each row")
     parser.add_argument("--workers", type=int, default=2, help="data-loader workers for the workers row")
+    parser.add_argument("--epoch", action="store_true", help="measure a whole epoch of the training rows")
     args = parser.parse_args()
 
     exp = config.load(args.params)
@@ -154,15 +161,28 @@ def main() -> None:
     info = problem.label_info(frame, exp)
     n_outputs = problem.n_outputs(info)
     dev = training.distributed.init(exp.environment)
-    rows = (args.batches + args.warmup + 1) * exp.training.batch_size
+    rows = len(frame) if args.epoch else (args.batches + args.warmup + 1) * exp.training.batch_size
     frame = frame.sample(n=min(rows, len(frame)), random_state=0).reset_index(drop=True)
-    dataset = problem.dataset(frame, exp, problem.encode(frame, exp, info), 0)
-    batches = min(args.batches + args.warmup + 1, len(dataset) // exp.training.batch_size)
+    targets = problem.encode(frame, exp, info)
+    batches = len(frame) // exp.training.batch_size
+    if not args.epoch:
+        batches = min(args.batches + args.warmup + 1, batches)
+    # before decode-once, measured first, while the process's cache is still empty and kept so: every
+    # item is decoded (and resampled) when it is drawn
+    decoded_cache.CACHE.clear()
+    decoded_cache.configure(0)
+    each_time = Subset(problem.dataset(frame, exp, targets, 0), range(batches * exp.training.batch_size))
+    results = {"decode every epoch": measure(exp, problem, n_outputs, each_time, batches, args.warmup, dev)}
+    decoded_cache.configure(exp.environment.decode_cache_megabytes)
+    dataset = problem.dataset(frame, exp, targets, 0)  # fills the cache (not timed: once per run)
     dataset = Subset(dataset, range(batches * exp.training.batch_size))
     decoded = [dataset[i] for i in range(len(dataset))]
     in_memory = TensorDataset(torch.stack([w for w, _ in decoded]), torch.stack([y for _, y in decoded]))
 
-    plans = [("baseline", exp, dataset), ("in-memory batches", exp, in_memory)]
+    plans = [
+        ("baseline", exp, dataset),
+        ("in-memory batches", exp, in_memory),
+    ]
     if args.workers != exp.environment.number_of_workers:
         plans.append((f"workers={args.workers}", with_settings(exp, number_of_workers=args.workers), dataset))
     if args.amp:
@@ -175,15 +195,19 @@ def main() -> None:
         f"({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
         f"{batches - args.warmup - 1} measured batches a row"
     )
-    print(f"{'':26}{'samples/s':>11}{'step ms':>9}{'data wait':>11}{'GPU util':>10}{'vs baseline':>13}")
-    base = None
-    for name, settings, data in plans:
-        r = measure(settings, problem, n_outputs, data, batches, args.warmup, dev)
-        base = base or r["samples_per_s"]
+    per_epoch = "s/epoch" if args.epoch else ""
+    print(
+        f"{'':26}{'samples/s':>11}{'step ms':>9}{'data wait':>11}{'GPU util':>10}{'vs baseline':>13}"
+        f"{'vs in-memory':>14}{per_epoch:>9}"
+    )
+    results |= {name: measure(s, problem, n_outputs, d, batches, args.warmup, dev) for name, s, d in plans}
+    base, memory = results["baseline"]["samples_per_s"], results["in-memory batches"]["samples_per_s"]
+    for name, r in results.items():
         util = f"{r['gpu_util']:.0f}%" if r["gpu_util"] is not None else "n/a"
+        epoch = f"{len(frame) / r['samples_per_s']:9.1f}" if args.epoch else ""
         print(
             f"{name:26}{r['samples_per_s']:11.1f}{r['step_ms']:9.1f}{100 * r['data_wait']:10.1f}%"
-            f"{util:>10}{r['samples_per_s'] / base:12.2f}x"
+            f"{util:>10}{r['samples_per_s'] / base:12.2f}x{r['samples_per_s'] / memory:13.2f}x{epoch}"
         )
 
 

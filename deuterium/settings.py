@@ -8,7 +8,7 @@ and its dataset, prediction, augmentation and logging keys) and its task (the lo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -98,7 +98,13 @@ class TrainingBase(Section):
     momentum: float = Field(0.9, ge=0, lt=1)  # SGD and RMSprop
     nesterov: bool = True  # SGD
     batch_size: int = Field(32, ge=1)
-    epochs: int = Field(10, ge=1)
+    # auto: enough epochs for about epochs_auto_steps optimizer steps, within [epochs_auto_min,
+    # epochs_auto_max] (a small dataset gets more epochs); the number is logged and written to the
+    # resolved config next to each model (deuterium/training.py, training_length)
+    epochs: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    epochs_auto_steps: int = Field(1500, ge=1)
+    epochs_auto_min: int = Field(3, ge=1)
+    epochs_auto_max: int = Field(100, ge=1)
     schedule: Literal["constant", "cosine", "linear", "step"] = "cosine"
     step_size_epochs: float = Field(0.0, ge=0)  # step: decay every this many epochs (0: at 1/3 and 2/3)
     step_decay: float = Field(0.1, gt=0, le=1)  # step: the factor of each decay
@@ -130,6 +136,10 @@ class TrainingBase(Section):
             )
         if self.step_size_epochs and self.schedule != "step":
             raise ValueError("training.step_size_epochs is for schedule 'step'")
+        if self.epochs_auto_min > self.epochs_auto_max:
+            raise ValueError(
+                f"training.epochs_auto_min {self.epochs_auto_min} is above epochs_auto_max {self.epochs_auto_max}"
+            )
         return self
 
 
@@ -160,6 +170,8 @@ class EnvironmentSettings(Section):
     number_of_seeds: int = Field(1, ge=1, le=100)
     number_of_gpus: int = Field(1, ge=1, le=64)
     sync_batch_normalization: bool = False
+    # decoded training and validation inputs kept in memory for the run (deuterium/data_types/decoded.py); 0: off
+    decode_cache_megabytes: float = Field(4096, ge=0)
 
 
 class LoggingBase(Section):

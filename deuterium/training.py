@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from deuterium import augment, config, distributed, inference, insights, io, paths, previous, runtime
+from deuterium.data_types import decoded
 from deuterium.errors import ConfigError
 from deuterium.problems import ProblemType
 from deuterium.settings import ExperimentBase
@@ -122,6 +123,7 @@ class RunState:
     """Where a run stands; a checkpoint holds all of it, so a killed run resumes exactly."""
 
     epoch: int = 0  # epochs completed
+    epochs: int = 0  # epochs this run trains in all (training.epochs; `auto` resolved)
     step: int = 0  # training batches done: the x axis of the curves
     batch_size: int = 0
     score: float | None = None  # the latest validation score and predictions
@@ -155,6 +157,29 @@ class Loop:
     train_metric: Callable[[nn.Module], float] | None = None
     checkpoint: Callable[[RunState], None] = lambda state: None  # called after every epoch
     description: str = "training"
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None  # the data type's batch augmentations
+
+
+def training_length(exp: ExperimentBase, rows: int) -> ExperimentBase:
+    """`exp` with training.epochs a number: as given, or for `auto` the epochs that make about
+    epochs_auto_steps optimizer steps over `rows` training rows (batch_size x grad_accumulation rows a
+    step), within [epochs_auto_min, epochs_auto_max]. A dataset half the size gets twice the epochs, so
+    a small dataset still trains for as many updates as a large one."""
+    t = exp.training
+    if t.epochs != "auto":
+        return exp
+    per_step = t.batch_size * t.grad_accumulation
+    steps = max(1, rows // per_step if t.drop_last_batch and rows > per_step else math.ceil(rows / per_step))
+    epochs = min(t.epochs_auto_max, max(t.epochs_auto_min, math.ceil(t.epochs_auto_steps / steps)))
+    log.info(
+        "training.epochs auto: %d epochs (%d steps of %d rows an epoch over %d rows; target %d steps)",
+        epochs,
+        steps,
+        per_step,
+        rows,
+        t.epochs_auto_steps,
+    )
+    return exp.model_copy(update={"training": t.model_copy(update={"epochs": epochs})})
 
 
 def train_fold(
@@ -172,8 +197,10 @@ def train_fold(
     seed_index: int = 0,
     stage: str = "train",
 ) -> FoldResult:
+    exp = training_length(exp, len(train_frame))
     env, t = exp.environment, exp.training
     name = run_name(fold, seed_index, env.number_of_seeds)
+    decoded.configure(env.decode_cache_megabytes)
     # a checkpoint resumes only the same settings on the same rows with the same code: DVC reruns
     # this stage after any of those changed, and then a finished checkpoint must not stand in for it
     rows = pd.util.hash_pandas_object(train_frame, index=False).to_numpy().tobytes() + train_targets.tobytes()
@@ -190,6 +217,7 @@ def train_fold(
     loss_fn = problem.loss(exp)
     dataset = problem.dataset(train_frame, exp, train_targets, seed)
     state = _restore(saved, model) if saved else RunState()
+    state.epochs = t.epochs
     if not saved:
         state.batch_size = min(t.batch_size, len(train_frame))
         if t.automatically_adjust_batch_size:
@@ -224,6 +252,8 @@ def train_fold(
         greater_is_better=metric.greater_is_better,
         description=name.replace("/", " "),
     )
+    augmenter = problem.batch_augmenter(exp)
+    loop.augment = augmenter.to(dev) if isinstance(augmenter, nn.Module) else augmenter
     if files:
         loop.validate = lambda net: _score(exp, problem, net, files, truth, metric.fn, dev)
     if files and t.calculate_train_metric:
@@ -236,6 +266,7 @@ def train_fold(
         live.log_param(f"{name}_seed", seed)
         live.log_param(f"{name}_batch_size", state.batch_size)
         live.log_param(f"{name}_train_rows", len(train_frame))
+        live.log_param(f"{name}_epochs", t.epochs)
     log.info(
         "%s: %d training rows, %d process(es) x %d batches of %d per epoch%s",
         name,
@@ -314,6 +345,8 @@ def fit(exp: ExperimentBase, model: nn.Module, loop: Loop, state: RunState) -> R
             total_loss, seen = 0.0, 0
             for i, (x, target) in enumerate(loop.loader):
                 x, target = x.to(loop.dev, non_blocking=True), target.to(loop.dev, non_blocking=True)
+                if loop.augment is not None:
+                    x = loop.augment(x)
                 x, target = augment.mix(x, target, exp.augmentation)
                 group_start = i - i % t.grad_accumulation
                 group = min(t.grad_accumulation, batches - group_start)  # an epoch's last may be short
@@ -456,7 +489,17 @@ def _score(exp, problem, net, files, truth, fn, dev) -> tuple[float, np.ndarray]
 
 
 def _predict(exp, problem, models, files, dev) -> np.ndarray:
-    return inference.predict(models, problem, files, exp, dev, "validating")
+    """Validation predictions; the inputs come from the decode cache after the first validation."""
+    return inference.predict_files(
+        models,
+        problem.activate,
+        files,
+        decoded.CachedDecoder(problem.decoder(exp)),
+        exp.inference_batch_size,
+        dev,
+        exp.environment.mixed_precision_inference,
+        "validating",
+    )
 
 
 VERSIONED = (

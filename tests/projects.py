@@ -36,6 +36,15 @@ TINY = {
     "experiment_name": "tiny-digits",
     "dataset": {"number_of_folds": 2, "selected_folds": "all"},
     "audio": {"training_chunk_seconds": 0.5},
+    # the augmentations off, so a test sees the data as it is (tests/test_audio_augment.py covers them)
+    "augmentation": {
+        "time_shift_probability": 0.0,
+        "gain_probability": 0.0,
+        "noise_probability": 0.0,
+        "speed_probability": 0.0,
+        "frequency_masks": 0,
+        "time_masks": 0,
+    },
     "architecture": {"backbone": "mobilenetv3_small_050", "dropout": 0.0},
     "training": {"epochs": 1, "batch_size": 16, "warmup_epochs": 0.0},
     "prediction": {"batch_size_inference": 32},

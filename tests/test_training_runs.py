@@ -70,10 +70,22 @@ def same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
 
 
+AUGMENTED = {  # params.yaml's augmentations, which TINY turns off
+    "time_shift_probability": 0.5,
+    "gain_probability": 0.5,
+    "noise_probability": 0.5,
+    "speed_probability": 0.8,
+    "frequency_masks": 2,
+    "time_masks": 2,
+}
+
+
 def test_the_same_seed_repeats_a_cpu_run_exactly_whatever_the_workers(run):
-    first = run({"environment": {"seed": 7}}, "first")
-    again = run({"environment": {"seed": 7, "number_of_workers": 2}}, "again")  # and in 2 worker processes
-    other = run({"environment": {"seed": 8}}, "other")
+    """With every audio augmentation drawing: speed in the Dataset (per row), the rest per batch."""
+    first = run({"environment": {"seed": 7}, "augmentation": AUGMENTED}, "first")
+    # and in 2 worker processes
+    again = run({"environment": {"seed": 7, "number_of_workers": 2}, "augmentation": AUGMENTED}, "again")
+    other = run({"environment": {"seed": 8}, "augmentation": AUGMENTED}, "other")
     oofs = [r.fit() for r in (first, again, other)]
     assert same(first.weights(), again.weights()) and oofs[0].equals(oofs[1])
     assert not same(first.weights(), other.weights())
@@ -130,6 +142,17 @@ def test_number_of_seeds_trains_and_averages_several_models_per_fold(run, tmp_pa
         params, Path(paths.SPLIT), r.train, tmp_path / "evaluate", tmp_path / "m.json", tmp_path / "p"
     )
     assert io.read_json(tmp_path / "m.json")["seeds"]["fold0"]["std"] == report["std"]
+
+
+def test_epochs_auto_is_logged_and_written_to_the_resolved_config(run):
+    r = run({"training": {"epochs": "auto", "epochs_auto_steps": 3, "epochs_auto_min": 1}})
+    r.fit()
+    rows = r.logged_params()["fold0_train_rows"]
+    steps = max(1, rows // 16)  # batch_size 16, drop_last_batch
+    expected = -(-3 // steps)
+    resolved = config.load(r.train / "fold0" / paths.CONFIG_FILE, inherit=False)
+    assert resolved.training.epochs == expected == r.logged_params()["fold0_epochs"]
+    assert r.curve("train/epoch")["epoch"].max() == expected
 
 
 def test_train_validation_data_also_trains_on_the_validation_rows(run):

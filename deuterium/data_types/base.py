@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -156,6 +157,11 @@ class DataType:
     def dataset(self, files: list[Path], targets: np.ndarray, exp: ExperimentBase, seed: int) -> Dataset:
         """Training items (input, target) with the augmentations; item i's randomness from (seed, epoch, i)."""
         raise NotImplementedError
+
+    def batch_augmenter(self, exp: ExperimentBase) -> Callable[[Tensor], Tensor] | None:
+        """Augmentations of a whole training batch of inputs, run by the training loop on the training
+        device before mixing (None: the data type has none, or the settings turn them all off)."""
+        return None
 
     def model(self, exp: ExperimentBase, n_outputs: int) -> nn.Module:
         """Decoded input (the graph's input) -> logits: the front end, a timm backbone, pooling, the head."""

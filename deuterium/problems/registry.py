@@ -112,6 +112,9 @@ class ProblemType:
     def dataset(self, frame: pd.DataFrame, exp: ExperimentBase, targets: np.ndarray, seed: int):
         return self.data.dataset(self.files(frame, exp), targets, exp, seed)
 
+    def batch_augmenter(self, exp: ExperimentBase):
+        return self.data.batch_augmenter(exp)
+
     def model(self, exp: ExperimentBase, n_outputs: int) -> nn.Module:
         return self.data.model(exp, n_outputs)
 

@@ -88,14 +88,22 @@ class Audio(DataType):
     def dataset(self, files, targets, exp, seed):
         from deuterium.data_types.audio.dataset import AudioClips
 
-        channels = exp.audio.audio_channels if exp.audio.audio_channels > 1 else None
-        return AudioClips(files, targets, exp.audio.sample_rate, exp.audio.chunk_samples, seed, channels)
+        decoder = self.decoder(self.preprocessing(exp), bounded=False)
+        return AudioClips(files, targets, decoder, exp.audio.chunk_samples, seed, exp.augmentation)
+
+    def batch_augmenter(self, exp):
+        from deuterium.data_types.audio.augment import wave_augmenter
+
+        return wave_augmenter(exp.augmentation, exp.audio.sample_rate)
 
     def model(self, exp, n_outputs: int):
+        from deuterium.data_types.audio.augment import spec_masks
         from deuterium.data_types.audio.frontend import LogMel
         from deuterium.models.timm_model import TimmModel
 
-        return TimmModel(LogMel(exp.audio), exp.audio.audio_channels, exp.architecture, n_outputs)
+        a = exp.audio
+        masks = spec_masks(exp.augmentation, a.sample_rate, a.hop_size, a.mel_frequency_bins)
+        return TimmModel(LogMel(a, masks), a.audio_channels, exp.architecture, n_outputs)
 
     def example_input(self, exp):
         import torch

@@ -30,8 +30,10 @@ def dft_basis(n_fft: int) -> Tensor:
 
 
 class LogMel(nn.Module):
-    def __init__(self, audio: AudioSettings):
+    def __init__(self, audio: AudioSettings, masks: nn.Module | None = None):
+        """`masks`: SpecAugment masking (augment.SpecMasks), applied only while the model trains."""
         super().__init__()
+        self.masks = masks
         self.n_fft, self.hop = audio.stft_window_size, audio.hop_size
         fbank = torchaudio.functional.melscale_fbanks(
             self.n_fft // 2 + 1,
@@ -65,6 +67,8 @@ class LogMel(nn.Module):
             mean = spec.mean(dim=(1, 2, 3), keepdim=True)
             std = spec.std(dim=(1, 2, 3), keepdim=True)
             spec = (spec - mean) / (std + 1e-5)
+        if self.masks is not None and self.training:
+            spec = self.masks(spec)
         return spec
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

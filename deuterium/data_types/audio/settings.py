@@ -74,7 +74,48 @@ class AudioPrediction(PredictionBase):
 
 
 class AudioAugmentation(MixSettings):
+    """Training-only augmentations (deuterium/data_types/audio/augment.py); a probability of 0 turns one off.
+    The defaults are params.yaml's, chosen by the ablation in README (bench/ablation.py)."""
+
     mix_audio: Literal["disabled", "mixup"] = "disabled"
+    # waveform, per clip (torch-audiomentations)
+    time_shift_probability: float = Field(0.5, ge=0, le=1)
+    time_shift_max: float = Field(0.2, gt=0, le=1)  # fraction of the crop, either way; silence comes in
+    gain_probability: float = Field(0.5, ge=0, le=1)
+    gain_min_db: float = Field(-12.0, ge=-60, le=30)
+    gain_max_db: float = Field(6.0, ge=-60, le=30)
+    noise_probability: float = Field(0.5, ge=0, le=1)
+    noise_min_snr_db: float = Field(10.0, ge=-20, le=100)
+    noise_max_snr_db: float = Field(40.0, ge=-20, le=100)
+    noise_min_f_decay: float = Field(-2.0, ge=-3, le=3)  # spectral slope: 0 white, 1 pink, 2 brown, -1 blue
+    noise_max_f_decay: float = Field(2.0, ge=-3, le=3)
+    pitch_probability: float = Field(0.0, ge=0, le=1)
+    pitch_min_semitones: float = Field(-4.0, ge=-12, le=12)
+    pitch_max_semitones: float = Field(4.0, ge=-12, le=12)
+    # speed (tempo and pitch together, soxr), per clip before the crop
+    speed_probability: float = Field(0.8, ge=0, le=1)
+    speed_min: float = Field(0.85, ge=0.5, le=2)
+    speed_max: float = Field(1.15, ge=0.5, le=2)
+    # SpecAugment masking on the log-mel spectrogram (torchaudio)
+    frequency_masks: int = Field(2, ge=0, le=10)
+    frequency_mask_max_bins: int = Field(8, ge=0, le=512)
+    time_masks: int = Field(2, ge=0, le=10)
+    time_mask_max_seconds: float = Field(0.05, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> AudioAugmentation:
+        for low, high in (
+            ("gain_min_db", "gain_max_db"),
+            ("noise_min_snr_db", "noise_max_snr_db"),
+            ("noise_min_f_decay", "noise_max_f_decay"),
+            ("pitch_min_semitones", "pitch_max_semitones"),
+            ("speed_min", "speed_max"),
+        ):
+            if getattr(self, low) > getattr(self, high):
+                raise ValueError(
+                    f"augmentation.{low} {getattr(self, low)} is above augmentation.{high} {getattr(self, high)}"
+                )
+        return self
 
 
 class AudioLogging(LoggingBase):
