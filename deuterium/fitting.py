@@ -68,8 +68,9 @@ def fit_folds(
         trains = ~is_valid | exp.training.train_validation_data  # HT: also train on the validation rows
         seed = info.get("split_seed", exp.environment.seed)  # the split's own (drawn when the setting is -1)
         trains, is_valid = splitting.sample_fold(frame, trains, is_valid, exp.dataset, seed)
+        trainer = problem.data.trainer() or train_fold
         results = [
-            train_fold(
+            trainer(
                 exp,
                 problem,
                 info,

@@ -152,3 +152,45 @@ def write_pngs(images: np.ndarray, out_dir: Path, split: str) -> list[str]:
     for pixels, file in zip(images, files, strict=True):
         Image.fromarray(pixels).save(out_dir / file, compress_level=PNG_LEVEL)
     return files
+
+
+@recipe("mnist_idx_columns")
+def _mnist_idx_columns(settings: PrepareSettings, out_dir: Path) -> dict:
+    """MNIST as a table, as H2O-3 reads it: 784 pixel columns C1..C784 (0-255) and the digit, one parquet
+    file per split (a CSV of the 60,000 rows would be 110 MB and slow to parse)."""
+    rows = {}
+    for split, names in MNIST_SPLITS.items():
+        images, labels = _read_split(settings.source, *names)
+        images, labels = images[: settings.max_rows], labels[: settings.max_rows]
+        pixels = images.reshape(len(images), -1)
+        frame = pd.DataFrame(pixels, columns=[f"C{i + 1}" for i in range(pixels.shape[1])])
+        frame["digit"] = labels.astype(int).astype(str)  # a class name, not a number: classification
+        io.write_frame(frame, out_dir / f"{split}.parquet")
+        rows[split] = len(frame)
+    return {"rows": rows, "columns": pixels.shape[1] + 1}
+
+
+ECG_FILES = {"train": "ecg_discord_train.csv", "test": "ecg_discord_test.csv"}
+ECG_ANOMALIES = (20, 21, 22)  # the test file's rows 21-23 (0-based 20-22): the booklet's anomalous beats
+
+
+@recipe("ecg_discord")
+def _ecg_discord(settings: PrepareSettings, out_dir: Path) -> dict:
+    """The H2O booklet's ECG heartbeats (no header, 210 readings a row) with named columns and an
+    `anomaly` label: 1 for the test file's three anomalous beats, 0 elsewhere (not trained on)."""
+    rows = {}
+    for split, name in ECG_FILES.items():
+        path = settings.source / name
+        if not path.is_file():
+            raise DataError(
+                f"{path}: no such file (prepare.source must hold {', '.join(ECG_FILES.values())})"
+            )
+        frame = pd.read_csv(path, header=None)
+        frame.columns = [f"t{i + 1}" for i in range(frame.shape[1])]
+        frame["anomaly"] = 0
+        if split == "test":
+            frame.loc[list(ECG_ANOMALIES), "anomaly"] = 1
+        frame = frame.head(settings.max_rows) if settings.max_rows else frame
+        frame.to_csv(out_dir / f"{split}.csv", index=False)
+        rows[split] = len(frame)
+    return {"rows": rows, "anomalies": list(ECG_ANOMALIES)}

@@ -205,7 +205,7 @@ class PrepareSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    recipe: Literal["none", "mnist_idx"] = "none"
+    recipe: Literal["none", "mnist_idx", "mnist_idx_columns", "ecg_discord"] = "none"
     source: Path | None = None  # the folder with the recipe's original files
     max_rows: int | None = Field(None, ge=1)  # per split, for quick runs; None: all
 

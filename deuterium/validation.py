@@ -252,7 +252,7 @@ def _checks(frame: pd.DataFrame, work: pd.DataFrame, spec: FrameSpec, exp: Exper
             split_columns.append(d.group_column)
         if d.validation_strategy == "k_fold" and d.fold_column:
             split_columns.append(d.fold_column)
-    required = list(dict.fromkeys([files, *labels, *split_columns]))
+    required = list(dict.fromkeys([*([files] if files else []), *labels, *split_columns]))
 
     columns_text = ", ".join(frame.columns) or "(none)"
     checks = [
@@ -268,7 +268,7 @@ def _checks(frame: pd.DataFrame, work: pd.DataFrame, spec: FrameSpec, exp: Exper
             )
         )
 
-    if files in present:
+    if files and files in present:
         checks.append(
             Check(
                 f"{noun} file named",

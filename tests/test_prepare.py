@@ -171,7 +171,9 @@ def write_params(tmp_path: Path, params: dict) -> Path:
         ),
         (
             {"recipe": "csv"},
-            ["params.yaml: prepare.recipe: Input should be 'none' or 'mnist_idx' (got 'csv')"],
+            [
+                "params.yaml: prepare.recipe: Input should be 'none', 'mnist_idx', 'mnist_idx_columns' or 'ecg_discord' (got 'csv')"
+            ],
         ),
     ],
 )
@@ -191,3 +193,20 @@ def test_stage_reads_only_its_own_section(tmp_path):
     )
     assert stage.main(params, tmp_path / "out")["rows"] == {"train": 2, "test": 2}
     assert stage.main(write_params(tmp_path, {"dataset": {}}), tmp_path / "none") == {"recipe": "none"}
+
+
+def test_mnist_idx_columns_writes_784_pixel_columns_and_the_digit(tmp_path):
+    summary = prepare(PrepareSettings(recipe="mnist_idx_columns", source=MNIST, max_rows=3), tmp_path / "out")
+    train = pd.read_parquet(tmp_path / "out" / "train.parquet")
+    assert summary["rows"] == {"train": 3, "test": 3} and train.shape == (3, 785)
+    assert list(train.columns[:2]) == ["C1", "C2"] and not pd.api.types.is_numeric_dtype(
+        train.digit
+    )  # a class name
+
+
+def test_ecg_discord_names_the_readings_and_labels_the_three_anomalies(tmp_path):
+    ecg = Path(__file__).resolve().parents[1] / "data" / "ecg"
+    prepare(PrepareSettings(recipe="ecg_discord", source=ecg), tmp_path / "out")
+    train, test = (pd.read_csv(tmp_path / "out" / f"{s}.csv") for s in ("train", "test"))
+    assert train.shape == (20, 211) and test.shape == (23, 211)
+    assert train.anomaly.sum() == 0 and list(test.index[test.anomaly == 1]) == [20, 21, 22]

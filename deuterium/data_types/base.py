@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -97,7 +97,8 @@ class DataType:
     Augmentation: ClassVar[type[MixSettings]]
     Logging: ClassVar[type[LoggingBase]]
     dataset_fields: ClassVar[dict[str, tuple]]  # its keys of the dataset section: {name: (type, default)}
-    column_key: ClassVar[str]  # the dataset key naming the column of files
+    # the dataset key naming the column of files ("": no files, the row itself is the input)
+    column_key: ClassVar[str]
     tasks: ClassVar[tuple[str, ...]] = ("classification", "regression")
     file_suffixes: ClassVar[frozenset[str]]  # what the standalone scorer picks from a folder
     scoring_requirements: ClassVar[tuple[str, ...]]  # pip names its Decoder needs (the bento installs them)
@@ -119,7 +120,9 @@ class DataType:
     def column(self, exp: ExperimentBase) -> str:
         return getattr(exp.dataset, self.column_key)
 
-    def files(self, frame: pd.DataFrame, exp: ExperimentBase, data_folder: Path | None = None) -> list[Path]:
+    def files(self, frame: pd.DataFrame, exp: ExperimentBase, data_folder: Path | None = None) -> Sequence:
+        """The rows' inputs, what the decoder's `load` takes: their files (a data type without files, such as
+        tabular, gives the rows themselves)."""
         folder = data_folder or exp.dataset.data_folder
         return [assets.resolve(folder, name) for name in frame[self.column(exp)]]
 
@@ -154,6 +157,11 @@ class DataType:
         return getattr(importlib.import_module(module), name)(settings, bounded)
 
     # --- training (torch) ---------------------------------------------------------------
+    def trainer(self) -> Callable | None:
+        """A training function with deuterium.training.train_fold's contract, for a data type whose
+        training is not the shared loop's (tabular: H2O-3's); None: the shared loop."""
+        return None
+
     def dataset(self, files: list[Path], targets: np.ndarray, exp: ExperimentBase, seed: int) -> Dataset:
         """Training items (input, target) with the augmentations; item i's randomness from (seed, epoch, i)."""
         raise NotImplementedError

@@ -86,12 +86,20 @@ def _params(name: str) -> dict:
         params["audio"] = {"sample_rate": 8000, "training_chunk_seconds": 0.5, "stft_window_size": 256}
     if dt == "image":
         params["image"] = {"image_size": 32, "channels": 3}
+    if dt == "tabular":
+        params["tabular"] = {"hidden": [8, 4], "epochs": 1}
     return params
 
 
 def _inputs(name: str, tmp_path) -> list:
     rng = np.random.default_rng(0)
     files = []
+    if name.startswith("tabular"):  # no files: the frame's rows are the inputs
+        import pandas as pd
+
+        y = ["a", "b"] if name.endswith("classification") else [0.5, 2.0]
+        frame = pd.DataFrame({"x1": [0.5, np.nan], "colour": ["red", None], "y": y})
+        return data_types.get("tabular")().files(frame, None)
     if name.startswith("audio"):
         import soundfile as sf
 
@@ -111,13 +119,15 @@ def _inputs(name: str, tmp_path) -> list:
 def test_every_problem_type_trains_a_batch_and_exports(name, tmp_path):
     exp = config.parse(_params(name))
     problem = problems.of(exp)
+    files = _inputs(name, tmp_path)
+    if name.startswith("tabular"):  # the split stage's fitted columns
+        exp = problem.data.resolve(exp, {"tabular": problem.data.choose(files, exp)})
     info = (
         {"labels": ["a", "b"], "target_names": ["y"]}
         if problem.label_kind == "categorical"
         else {"target_names": ["y"]}
     )
     n = problem.n_outputs(info)
-    files = _inputs(name, tmp_path)
     targets = np.eye(n, dtype=np.float32)[[0, 1]] if n > 1 else np.array([[0.5], [2.0]], np.float32)
     dataset = problem.data.dataset(files, targets, exp, seed=0)
     x, y = zip(*(dataset[i] for i in range(len(files))), strict=True)

@@ -1,0 +1,123 @@
+"""H2O-3 Deep Learning against this project's tabular trainer on MNIST, same settings, same machine, one run.
+
+    python -m bench.h2o_mnist [--rows N] [--epochs 10] [--seed 1] [--h2o-threads -1]
+
+The H2O Deep Learning booklet's trial run: 784 pixel columns, activation rectifier with dropout (hidden
+dropout 0.5, H2O-3's default), hidden 32,32,32, input dropout ratio 0.2, l1 1e-5, 10 epochs, ADADELTA,
+the test set as validation frame (so both score it every epoch). Both train on the 60,000 training rows
+(or the first --rows) and are judged on the 10,000 test rows. Timed: training alone (H2O-3: the
+`train` call on frames already in the cluster; ours: encoding the frames and `fit`), not the JVM's start
+or the upload. Prints test error and wall time of both, and their ratios. Tests never run this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deuterium import config, problems
+from deuterium.data_types.tabular import trainer
+from deuterium.prepare import MNIST_SPLITS, _read_split
+
+MNIST = Path(__file__).resolve().parents[1] / "data" / "mnist"
+TRIAL = {
+    "activation": "rectifier_with_dropout",
+    "hidden": [32, 32, 32],
+    "input_dropout_ratio": 0.2,
+    "l1": 1e-5,
+}
+
+
+def frames(rows: int | None) -> dict[str, pd.DataFrame]:
+    out = {}
+    for split, names in MNIST_SPLITS.items():
+        images, labels = _read_split(MNIST, *names)
+        n = rows if split == "train" and rows else len(images)
+        pixels = images[:n].reshape(n, -1)
+        frame = pd.DataFrame(pixels, columns=[f"C{i + 1}" for i in range(pixels.shape[1])])
+        frame["C785"] = labels[:n].astype(int).astype(str)
+        out[split] = frame
+    return out
+
+
+def run_h2o(data: dict[str, pd.DataFrame], epochs: float, seed: int, threads: int) -> tuple[float, float]:
+    import h2o
+    from h2o.estimators import H2ODeepLearningEstimator
+
+    h2o.init(nthreads=threads, max_mem_size="6G", verbose=False)
+    h2o.no_progress()
+    with tempfile.TemporaryDirectory() as tmp:
+        hf = {}
+        for split, frame in data.items():
+            path = os.path.join(tmp, f"{split}.csv")
+            frame.to_csv(path, index=False)
+            hf[split] = h2o.import_file(path, col_types={"C785": "enum"})
+    model = H2ODeepLearningEstimator(
+        activation="RectifierWithDropout",
+        hidden=TRIAL["hidden"],
+        input_dropout_ratio=TRIAL["input_dropout_ratio"],
+        l1=TRIAL["l1"],
+        epochs=epochs,
+        sparse=True,  # the booklet's trial run
+        seed=seed,
+    )
+    x = [c for c in data["train"].columns if c != "C785"]
+    started = time.perf_counter()
+    model.train(x=x, y="C785", training_frame=hf["train"], validation_frame=hf["test"])
+    seconds = time.perf_counter() - started
+    predicted = model.predict(hf["test"]).as_data_frame(use_multi_thread=False)["predict"].astype(str)
+    error = float(np.mean(predicted.to_numpy() != data["test"]["C785"].to_numpy()))
+    h2o.cluster().shutdown()
+    return error, seconds
+
+
+def run_ours(data: dict[str, pd.DataFrame], epochs: float, seed: int, batch: int) -> tuple[float, float, str]:
+    params = {
+        "problem_type": "tabular_classification",
+        "dataset": {"train_dataframe": "train.parquet", "data_folder": ".", "label_columns": ["C785"]},
+        "tabular": {**TRIAL, "epochs": epochs, "seed": seed, "mini_batch_size": batch},
+    }
+    exp = config.parse(params)
+    problem = problems.of(exp)
+    train, test = data["train"], data["test"]
+    started = time.perf_counter()
+    exp = problem.data.resolve(exp, {"tabular": problem.data.choose(problem.files(train, exp), exp)})
+    info = problem.label_info(train, exp)
+    model = problem.model(exp, problem.n_outputs(info))
+    tables = [trainer.table(f, problem.encode(f, exp, info), exp, "classification") for f in (train, test)]
+    result = trainer.fit(exp, "classification", model, tables[0], tables[1], problem.activate, seed)
+    seconds = time.perf_counter() - started
+    probs = trainer.predict(model, tables[1].x, problem.activate)
+    error = float(np.mean(probs.argmax(1) != tables[1].y))
+    return error, seconds, result.stopped
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=None, help="training rows (default: all 60,000)")
+    parser.add_argument("--epochs", type=float, default=10.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=32, help="our mini_batch_size (H2O-3's is 1)")
+    parser.add_argument("--h2o-threads", type=int, default=-1, help="H2O-3's nthreads (-1: all cores)")
+    args = parser.parse_args()
+    data = frames(args.rows)
+    print(f"MNIST: {len(data['train'])} training rows, {len(data['test'])} test rows, {args.epochs:g} epochs")
+    ours_error, ours_s, why = run_ours(data, args.epochs, args.seed, args.batch)
+    print(f"deuterium tabular: test error {ours_error:.4f}, {ours_s:.1f} s ({why})")
+    h2o_error, h2o_s = run_h2o(data, args.epochs, args.seed, args.h2o_threads)
+    print(f"H2O-3 {__import__('h2o').__version__}: test error {h2o_error:.4f}, {h2o_s:.1f} s")
+    print(
+        f"ratio ours / H2O-3: test error {ours_error / max(h2o_error, 1e-12):.3f}, wall time {ours_s / h2o_s:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Fit the table's columns on the training frame (split stage): which columns the model uses, their kind,
+training mean and standard deviation, categorical levels; and the checks that name the bad column.
+
+pandas and scikit-learn: imported by the split and train stages only, never by the scoring side.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from deuterium.data_types.tabular.decode import level_text
+from deuterium.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+def check_response(frame: pd.DataFrame, exp) -> None:
+    """The response column exists, and its kind fits the distribution."""
+    s, response = exp.tabular, exp.dataset.label_columns[0]
+    if response not in frame.columns:
+        raise DataError(
+            f"response column {response!r} (dataset.label_columns) is not in the training frame; "
+            f"it has: {', '.join(map(str, frame.columns[:20]))}"
+        )
+    task = exp.problem_type.removeprefix("tabular_")
+    numeric = pd.api.types.is_numeric_dtype(frame[response])
+    if task == "classification" and s.distribution not in ("auto", "bernoulli", "multinomial"):
+        raise ConfigError(
+            f"response column {response!r} is categorical (tabular_classification) and tabular.distribution "
+            f"is {s.distribution!r}: a categorical response takes auto, bernoulli or multinomial"
+        )
+    if task == "regression" and (not numeric or s.distribution in ("bernoulli", "multinomial")):
+        raise ConfigError(
+            f"response column {response!r} is {'not numeric' if not numeric else 'numeric'} and the problem is "
+            f"tabular_regression with distribution {s.distribution!r}: regression needs a numeric response "
+            "and a distribution other than bernoulli/multinomial (or use tabular_classification)"
+        )
+    if task == "classification" and s.distribution == "bernoulli" and frame[response].nunique() != 2:
+        raise ConfigError(
+            f"tabular.distribution bernoulli needs 2 classes; response column {response!r} has "
+            f"{frame[response].nunique()}"
+        )
+
+
+def fit(frame: pd.DataFrame, exp) -> list[dict]:
+    """The used columns in frame order; each {name, kind, ...} (see decode.py for what scoring reads)."""
+    s, d = exp.tabular, exp.dataset
+    check_response(frame, exp)
+    skip = {*d.label_columns, *s.ignored_columns, "row_id", "fold"}
+    skip |= {c for c in (s.weights_column, s.offset_column, d.fold_column, d.group_column) if c}
+    for name, what in (
+        (s.weights_column, "weights_column"),
+        (s.offset_column, "offset_column"),
+        *((c, "ignored_columns") for c in s.ignored_columns),
+    ):
+        if name and name not in frame.columns:
+            raise DataError(f"tabular.{what}: column {name!r} is not in the training frame")
+    columns = []
+    for name in frame.columns:
+        if name in skip:
+            continue
+        values = frame[name]
+        if values.isna().all():
+            raise DataError(
+                f"column {name!r}: every value is missing; drop it or list it in tabular.ignored_columns"
+            )
+        if s.ignore_const_cols and values.nunique(dropna=False) == 1:
+            continue
+        if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
+            columns.append(_categorical(str(name), values, s))
+        else:
+            v = values.to_numpy(dtype=np.float64)
+            sd = float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else 1.0
+            columns.append(
+                {"name": str(name), "kind": "numeric", "mean": float(np.nanmean(v)), "sd": sd or 1.0}
+            )
+    if s.offset_column:
+        columns.append({"name": s.offset_column, "kind": "offset"})
+    if not any(c["kind"] != "offset" for c in columns):
+        raise DataError("no usable input column: every column is the response, ignored, or constant")
+    return columns
+
+
+def _categorical(name: str, values: pd.Series, s) -> dict:
+    texts = values.dropna().map(level_text)
+    levels = sorted(texts.unique().tolist())
+    spec: dict = {"name": name, "kind": "categorical", "levels": levels}
+    if len(levels) > s.max_categorical_features:  # H2O-3's feature hashing
+        spec.update(levels=[], hashed=True, n_codes=s.max_categorical_features + 1)
+        log.info("column %r: %d levels hashed into %d buckets", name, len(levels), s.max_categorical_features)
+    else:
+        spec["n_codes"] = len(levels) + 1  # + the missing level
+    from deuterium.data_types.tabular.decode import level_index
+
+    codes = np.array([level_index(spec, v) for v in values.tolist()], dtype=np.float64)
+    spec["code_mean"], spec["code_sd"] = float(codes.mean()), float(codes.std() or 1.0)
+    if s.categorical_encoding == "eigen":
+        from sklearn.decomposition import PCA
+
+        onehot = np.eye(spec["n_codes"])[codes.astype(int)]
+        pca = PCA(n_components=1).fit(onehot)
+        spec["eigen"] = pca.components_[0].tolist()  # the one-hot row projected on it
+    return spec
+
+
+def fit_all(frame: pd.DataFrame, exp) -> dict:
+    """What the split stage records for the tabular section: the columns and, for regression with the
+    identity link, the response's mean and sd (the net learns the standardized response, as H2O-3's)."""
+    chosen: dict = {"columns": fit(frame, exp)}
+    if exp.problem_type == "tabular_regression" and exp.tabular.distribution not in (
+        "poisson",
+        "gamma",
+        "tweedie",
+    ):
+        y = pd.to_numeric(frame[exp.dataset.label_columns[0]], errors="coerce").to_numpy(np.float64)
+        sd = float(np.nanstd(y))
+        chosen["response_scale"] = [float(np.nanmean(y)), sd if sd > 0 else 1.0]
+    return chosen

@@ -1,0 +1,153 @@
+"""Torch-free, pandas-free: rows of a table -> the float32 matrix the ONNX graph takes (`features`).
+
+One column of the matrix per used column of the training frame, in the order of the fitted `columns`
+(preprocessing.json's `input.columns`): a numeric column as its value (NaN when missing), a categorical
+column as the index of its level. What a string level is cannot live in an ONNX graph exported from torch,
+so this lookup is the only preprocessing outside it; imputation, standardization and the categorical
+encoding (one-hot, binary, eigen, label) are in the graph.
+
+A missing categorical value is its own level (index `len(levels)`, H2O-3's NA level); a level not seen
+in training scores as that missing level too (H2O-3 does the same), never as an error. Above
+`max_categorical_features` levels a column is hashed into that many buckets (crc32 of the text), H2O-3's
+feature hashing.
+
+`encode` is used on whole frames in training and on one JSON row in the service, so both agree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deuterium.data_types.base import Decoder
+from deuterium.errors import InputError
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
+
+
+def level_text(value: Any) -> str:
+    """A categorical value as its level's name: 3, 3.0 and "3" are one level."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def lookup(spec: dict) -> dict[str, int]:
+    return {name: i for i, name in enumerate(spec["levels"])}
+
+
+def level_index(spec: dict, value: Any, levels: dict[str, int] | None = None) -> int:
+    """The graph's code of a categorical value; missing and unseen values are the missing level."""
+    if _missing(value):
+        return spec["n_codes"] - 1
+    text = level_text(value)
+    if spec.get("hashed"):
+        return zlib.crc32(text.encode()) % (spec["n_codes"] - 1)
+    return (levels if levels is not None else lookup(spec)).get(text, spec["n_codes"] - 1)
+
+
+def encode(
+    columns: list[dict], data: Mapping[str, Sequence], n: int, lookups: dict[str, dict] | None = None
+) -> np.ndarray:
+    """`data` (column name -> n values) as float32 [n, len(columns)]; InputError naming a missing column or a
+    value of the wrong type. `lookups`: each categorical column's level -> code, when already made."""
+    out = np.empty((n, len(columns)), np.float32)
+    for j, spec in enumerate(columns):
+        name = spec["name"]
+        if name not in data:
+            raise InputError(
+                f"{name}: column missing; the model was trained with it (send null when unknown)"
+            )
+        values = data[name]
+        if spec["kind"] == "categorical":
+            levels = (lookups or {}).get(name) or lookup(spec)
+            out[:, j] = [level_index(spec, v, levels) for v in values]
+            continue
+        try:
+            column = np.asarray(
+                [np.nan if _missing(v) else v for v in values]
+                if not isinstance(values, np.ndarray)
+                else values,
+                dtype=np.float64,
+            )
+        except (TypeError, ValueError):
+            bad = next(v for v in values if not _number(v))
+            raise InputError(
+                f"{name}: {bad!r} is not a number (a numeric column; null when unknown)"
+            ) from None
+        if column.dtype == object or column.shape != (n,):
+            raise InputError(f"{name}: one number per row expected")
+        out[:, j] = column
+    return out
+
+
+def _number(v: Any) -> bool:
+    if _missing(v):
+        return True
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(v, str | bool | list | dict)
+
+
+class TabularDecoder(Decoder):
+    input_name = "features"
+
+    def __init__(self, settings: dict, bounded: bool = True):
+        super().__init__(settings, bounded)
+        self.columns = list(settings.get("columns") or [])
+        self.lookups = {c["name"]: lookup(c) for c in self.columns if c["kind"] == "categorical"}
+
+    def load(self, source: Path | str | bytes | Mapping, name: str | None = None) -> np.ndarray:
+        """A row: a mapping (column -> value), or a JSON object as bytes or text."""
+        if not isinstance(source, Mapping):
+            try:
+                raw = source.read_bytes() if isinstance(source, Path) else source
+                source = json.loads(raw)
+            except (OSError, ValueError, UnicodeDecodeError) as err:
+                raise InputError(f"{name or 'row'}: not a JSON object of column values ({err})") from None
+            if not isinstance(source, dict):
+                raise InputError(f"{name or 'row'}: a JSON object of column values expected")
+        for column in self.columns:
+            value = source.get(column["name"])
+            if column["kind"] != "categorical" and not _number(value):
+                raise InputError(f"{column['name']}: {value!r} is not a number (a numeric column)")
+            if column["kind"] == "categorical" and isinstance(value, list | dict):
+                raise InputError(f"{column['name']}: {value!r} is not a level (a categorical column)")
+        return encode(self.columns, {k: [v] for k, v in source.items()}, 1, self.lookups)[0]
+
+    def from_json(self, payload: dict[str, Any]) -> np.ndarray:
+        if not isinstance(payload, dict):
+            raise InputError("input: an object of column values")
+        return self.load(payload, "input")
+
+    def limits(self) -> dict:
+        return {"n_columns": len(self.columns), "column_names": [c["name"] for c in self.columns][:100]}
+
+
+class FrameRows(Sequence):
+    """A frame's rows as the pipeline's inputs: item i is row i as a dict; `.frame` is the whole frame, so
+    training and the split stage work on columns at once."""
+
+    def __init__(self, frame):
+        self.frame = frame.reset_index(drop=True)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return FrameRows(self.frame.iloc[i])
+        return {k: (None if _missing(v) else v) for k, v in self.frame.iloc[i].to_dict().items()}
+
+    def __bool__(self) -> bool:
+        return len(self) > 0

@@ -1,0 +1,165 @@
+"""H2O-3 Deep Learning's network: the table's preprocessing, then a feed-forward net, all in one module so
+the ONNX graph holds it (features float32 [batch, columns] in, as TabularDecoder makes them).
+
+Written by hand: it is a few layers, and the behaviours that make it H2O-3's (maxout units of two
+channels, per-layer dropout only for *_with_dropout, mean imputation and standardization from the
+training frame, the categorical encodings, a log link for poisson/gamma/tweedie, a standardized response
+for the identity link, the autoencoder's per-row reconstruction error as output) are not in a library
+model. Missing values never reach the layers: NaN is replaced by the column's training mean.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+LOG_LINK = ("poisson", "gamma", "tweedie")
+
+
+def encoded_width(spec: dict, encoding: str) -> int:
+    if spec["kind"] != "categorical":
+        return 1
+    if encoding in ("label_encoder", "eigen"):
+        return 1
+    if encoding == "binary":
+        return max(1, math.ceil(math.log2(spec["n_codes"] + 1)))
+    return spec["n_codes"]  # one_hot_internal (auto): every level and the missing level
+
+
+class Preprocess(nn.Module):
+    """Raw features -> the net's input: impute, standardize, encode categoricals. Also used by the
+    autoencoder as its target."""
+
+    def __init__(self, columns: list[dict], encoding: str, standardize: bool):
+        super().__init__()
+        self.encoding = "one_hot_internal" if encoding == "auto" else encoding
+        num = [i for i, c in enumerate(columns) if c["kind"] == "numeric"]
+        self.register_buffer("num_idx", torch.tensor(num, dtype=torch.long))
+        means = [columns[i]["mean"] for i in num]
+        sds = [columns[i]["sd"] if standardize else 1.0 for i in num]
+        self.register_buffer("mean", torch.tensor(means, dtype=torch.float32))
+        self.register_buffer("centre", torch.tensor(means if standardize else [0.0] * len(num)))
+        self.register_buffer("scale", torch.tensor([1 / s if s > 0 else 1.0 for s in sds]))
+        self.cats = [(i, c) for i, c in enumerate(columns) if c["kind"] == "categorical"]
+        for k, (_, c) in enumerate(self.cats):
+            codes = torch.arange(c["n_codes"], dtype=torch.float32)
+            if self.encoding == "binary":
+                bits = encoded_width(c, "binary")
+                table = torch.stack([((torch.arange(c["n_codes"]) + 1) >> b) & 1 for b in range(bits)], 1)
+                self.register_buffer(f"cat{k}", table.float())
+            elif self.encoding == "eigen":
+                self.register_buffer(f"cat{k}", torch.tensor(c["eigen"], dtype=torch.float32)[:, None])
+            elif self.encoding == "label_encoder":
+                self.register_buffer(f"cat{k}", ((codes - c["code_mean"]) / c["code_sd"])[:, None])
+            else:
+                self.register_buffer(f"cat{k}", torch.eye(c["n_codes"]))
+        self.width = len(num) + sum(encoded_width(c, self.encoding) for _, c in self.cats)
+
+    def forward(self, x: Tensor) -> Tensor:
+        v = x[:, self.num_idx]
+        v = torch.where(torch.isnan(v), self.mean, v)
+        parts = [(v - self.centre) * self.scale]
+        for k, (i, c) in enumerate(self.cats):
+            code = x[:, i].long().clamp(0, c["n_codes"] - 1)
+            parts.append(getattr(self, f"cat{k}")[code])  # a row of the level's encoding
+        return torch.cat(parts, dim=1)
+
+
+class Maxout(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x.view(x.shape[0], -1, 2).amax(dim=2)
+
+
+class TabularNet(nn.Module):
+    """`layers` are the Linear layers in order (hidden..., output); `layers[i].weight` is [out, in], so a
+    row is one unit's incoming weights (what max_w2 bounds)."""
+
+    def __init__(
+        self, s, n_outputs: int, autoencoder: bool = False, response: tuple[float, float] = (0.0, 1.0)
+    ):
+        super().__init__()
+        columns = s.columns or []
+        self.pre = Preprocess(columns, s.categorical_encoding, s.standardize)
+        offsets = [i for i, c in enumerate(columns) if c["kind"] == "offset"]
+        self.offset_idx = offsets[0] if offsets else -1
+        self.autoencoder = autoencoder
+        self.log_link = s.distribution in LOG_LINK and not autoencoder
+        self.register_buffer("response", torch.tensor(response, dtype=torch.float32))
+        maxout = s.activation.startswith("maxout")
+        act = {"tanh": nn.Tanh, "rectifier": nn.ReLU, "maxout": Maxout}[s.activation.split("_with")[0]]
+        blocks: list[nn.Module] = [nn.Dropout(s.input_dropout_ratio)]
+        width = self.pre.width
+        for h, p in zip(s.hidden, s.dropout_ratios, strict=True):
+            layer = nn.Linear(width, h * (2 if maxout else 1))
+            blocks += [layer, act(), nn.Dropout(p)]
+            width = h
+        out = nn.Linear(width, self.pre.width if autoencoder else n_outputs)
+        blocks.append(out)
+        self.net = nn.Sequential(*blocks)
+        init_weights(self.layers, s.initial_weight_distribution, s.initial_weight_scale)
+
+    @property
+    def layers(self) -> list[nn.Linear]:
+        return [m for m in self.net if isinstance(m, nn.Linear)]
+
+    def forward(self, x: Tensor) -> Tensor:
+        e = self.pre(x)
+        return self.finish(self.net(e), e, x)
+
+    def finish(self, out: Tensor, e: Tensor, x: Tensor | None) -> Tensor:
+        """The net's output -> what the graph answers: the reconstruction error (autoencoder), the
+        prediction in the response's units (regression: offset, link), or the logits."""
+        if self.autoencoder:
+            return ((out - e) ** 2).mean(dim=1, keepdim=True)
+        offset = 0.0
+        if self.offset_idx >= 0 and x is not None:
+            offset = torch.nan_to_num(x[:, self.offset_idx : self.offset_idx + 1])
+        if self.log_link:
+            return torch.exp(out + offset)
+        return out * self.response[1] + self.response[0] + offset
+
+
+@torch.no_grad()
+def init_weights(layers, distribution: str, scale: float) -> None:
+    for layer in layers:
+        fan_out, fan_in = layer.weight.shape
+        if distribution == "uniform_adaptive":  # H2O-3: U(-r, r), r = sqrt(6 / (fan_in + fan_out))
+            r = math.sqrt(6 / (fan_in + fan_out))
+            layer.weight.uniform_(-r, r)
+        elif distribution == "uniform":
+            layer.weight.uniform_(-scale, scale)
+        else:
+            layer.weight.normal_(0, scale)
+        layer.bias.zero_()
+
+
+@torch.no_grad()
+def apply_max_w2(layers, max_w2: float) -> None:
+    """H2O-3's max_w2: rescale each unit's incoming weights so their squared sum is at most max_w2."""
+    if max_w2 >= 3.4e38:
+        return
+    for layer in layers:
+        w2 = (layer.weight**2).sum(dim=1, keepdim=True)
+        layer.weight.mul_(torch.where(w2 > max_w2, torch.sqrt(max_w2 / w2), torch.ones_like(w2)))
+
+
+@torch.no_grad()
+def gedeon(layers) -> Tensor:
+    """Gedeon's (1997) input importances: each layer's |weights| normalised per unit, multiplied through
+    the net to the outputs; summed over outputs and scaled to a maximum of 1 (H2O-3 uses this method)."""
+    q = None
+    for layer in layers:
+        a = layer.weight.abs()
+        a = a / a.sum(dim=1, keepdim=True).clamp_min(1e-12)  # [out, in], rows sum to 1
+        q = a if q is None else a @ _merge_maxout(q, a.shape[1])
+    imp = q.sum(dim=0)
+    return imp / imp.max().clamp_min(1e-12)
+
+
+def _merge_maxout(q: Tensor, width: int) -> Tensor:
+    """Maxout layers have two channels per unit: the next layer sees `width` units, the previous q 2x."""
+    if q.shape[0] == width:
+        return q
+    return q.view(width, 2, -1).mean(dim=1)

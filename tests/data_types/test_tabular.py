@@ -1,0 +1,445 @@
+"""The tabular data type: H2O-3 Deep Learning's parameters, each shown by its effect on tiny tables, and bad
+input answered with an error naming the column."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from dvclive import Live
+
+from deuterium import config, export, problems, scoring
+from deuterium.data_types.tabular import trainer
+from deuterium.data_types.tabular.decode import TabularDecoder
+from deuterium.errors import ConfigError, DataError, InputError
+
+
+def table_frame(n: int = 200, seed: int = 0, minority: float = 0.5) -> pd.DataFrame:
+    """x1 decides the class (and the regression target), x2 is noise, colour has 3 levels and a gap."""
+    rng = np.random.default_rng(seed)
+    x1 = rng.normal(size=n)
+    cut = np.quantile(x1, 1 - minority)
+    colour = rng.choice(["red", "green", "blue"], size=n).astype(object)
+    colour[::17] = None
+    return pd.DataFrame(
+        {
+            "x1": x1,
+            "x2": rng.normal(size=n),
+            "colour": colour,
+            "label": np.where(x1 > cut, "yes", "no"),
+            "target": 3 * x1 + rng.normal(scale=0.1, size=n),
+        }
+    )
+
+
+def experiment(problem_type: str, frame: pd.DataFrame, label: str = "label", **tabular):
+    params = {
+        "problem_type": problem_type,
+        "dataset": {"train_dataframe": "train.csv", "data_folder": ".", "label_columns": [label]},
+        "tabular": {
+            "hidden": [8, 8],
+            "epochs": 5,
+            "seed": 1,
+            "stopping_rounds": 0,
+            "mini_batch_size": 8,
+            **tabular,
+        },
+    }
+    if problem_type != "tabular_anomaly":
+        drop = "target" if label == "label" else "label"
+        params["tabular"].setdefault("ignored_columns", [drop])
+    exp = config.parse(params)
+    problem = problems.of(exp)
+    exp = problem.data.resolve(exp, {"tabular": problem.data.choose(problem.files(frame, exp), exp)})
+    return exp, problems.of(exp)
+
+
+def fit(problem_type: str, frame: pd.DataFrame, valid: pd.DataFrame | None = None, label="label", **tabular):
+    exp, problem = experiment(problem_type, frame, label, **tabular)
+    info = problem.label_info(frame, exp)
+    kind = problem.task.name
+    torch.manual_seed(exp.tabular.seed)  # as train_fold does: the initial weights from the seed
+    model = problem.model(exp, problem.n_outputs(info))
+    train = trainer.table(frame, problem.encode(frame, exp, info), exp, kind)
+    held = trainer.table(valid, problem.encode(valid, exp, info), exp, kind) if valid is not None else None
+    result = trainer.fit(exp, kind, model, train, held, problem.activate, seed=exp.tabular.seed)
+    return exp, problem, model, result
+
+
+def weights_abs(model) -> float:
+    return float(sum(layer.weight.detach().abs().sum() for layer in model.layers))
+
+
+# ---------------------------------------------------------------------------------- parameter families
+def test_balance_classes_changes_the_class_counts_seen():
+    frame = table_frame(minority=0.1)  # 180 "no", 20 "yes"
+    *_, plain = fit("tabular_classification", frame, epochs=2)
+    *_, balanced = fit("tabular_classification", frame, epochs=2, balance_classes=True)
+    *_, factors = fit(
+        "tabular_classification", frame, epochs=2, balance_classes=True, class_sampling_factors=[1.0, 3.0]
+    )
+    no, yes = plain.class_counts
+    assert no == 9 * yes  # every row once per epoch
+    assert balanced.class_counts[0] == balanced.class_counts[1]  # oversampled to equal classes
+    assert factors.class_counts[1] == 3 * factors.class_counts[0] // 9  # 20 x 3 per 180 x 1
+
+
+def test_max_after_balance_size_caps_the_rows_per_epoch():
+    frame = table_frame(minority=0.1)
+    *_, capped = fit(
+        "tabular_classification", frame, epochs=1, balance_classes=True, max_after_balance_size=1.0
+    )
+    assert sum(capped.class_counts) == pytest.approx(len(frame), abs=2)
+
+
+def test_l1_shrinks_the_weights():
+    frame = table_frame()
+    _, _, plain, _ = fit("tabular_classification", frame, epochs=5, mini_batch_size=1)
+    _, _, sparse, _ = fit("tabular_classification", frame, epochs=5, mini_batch_size=1, l1=0.01)
+    assert weights_abs(sparse) < 0.8 * weights_abs(plain)
+
+
+def test_l2_shrinks_the_weights():
+    frame = table_frame()
+    _, _, plain, _ = fit("tabular_classification", frame, epochs=5, mini_batch_size=1)
+    _, _, small, _ = fit("tabular_classification", frame, epochs=5, mini_batch_size=1, l2=0.05)
+    assert sum(float((w.weight.detach() ** 2).sum()) for w in small.layers) < sum(
+        float((w.weight.detach() ** 2).sum()) for w in plain.layers
+    )
+
+
+def test_max_w2_bounds_each_units_squared_incoming_weights():
+    frame = table_frame()
+    kw = {"initial_weight_distribution": "normal", "initial_weight_scale": 1.0, "epochs": 2}
+    _, _, free, _ = fit("tabular_classification", frame, **kw)
+    _, _, bounded, _ = fit("tabular_classification", frame, max_w2=0.5, **kw)
+    assert max(float((w.weight.detach() ** 2).sum(1).max()) for w in free.layers) > 0.5
+    for layer in bounded.layers:
+        assert float((layer.weight.detach() ** 2).sum(1).max()) <= 0.5 + 1e-5
+
+
+def test_early_stopping_stops_and_says_why():
+    frame = table_frame()
+    *_, result = fit(
+        "tabular_classification",
+        frame,
+        table_frame(seed=1),
+        epochs=50,
+        stopping_rounds=2,
+        stopping_tolerance=0.5,
+    )
+    assert result.epochs < 50
+    assert result.stopped.startswith("early stopping") and "logloss" in result.stopped
+
+
+def test_the_moving_average_rule():
+    assert not trainer.stop_early([1.0, 0.9, 0.8, 0.7], 2, 0.0, lower_is_better=True)
+    assert trainer.stop_early([1.0, 0.9, 0.95, 0.96], 2, 0.0, lower_is_better=True)
+    assert trainer.stop_early([1.0, 0.9, 0.89, 0.88], 2, 0.1, lower_is_better=True)  # under the tolerance
+    assert not trainer.stop_early([1.0, 0.9], 2, 0.0, lower_is_better=True)  # 2 x rounds events needed
+
+
+def test_max_runtime_secs_and_classification_stop_say_why():
+    frame = table_frame()
+    *_, timed = fit("tabular_classification", frame, epochs=1000, max_runtime_secs=0.5)
+    assert timed.stopped.startswith("max_runtime_secs") and timed.epochs < 1000
+    *_, good = fit("tabular_classification", frame, epochs=100, classification_stop=0.3)
+    assert good.stopped.startswith("classification_stop") and good.epochs < 100
+
+
+def test_fractional_epochs_train_that_share_of_the_rows():
+    *_, result = fit("tabular_classification", table_frame(), epochs=0.5, mini_batch_size=10)
+    assert result.samples == 100 and result.epochs == pytest.approx(0.5)
+
+
+def test_manual_rate_anneals_and_ramps_the_momentum():
+    exp, problem = experiment(
+        "tabular_classification",
+        table_frame(),
+        adaptive_rate=False,
+        rate=0.1,
+        rate_annealing=1e-3,
+        rate_decay=0.5,
+        momentum_start=0.5,
+        momentum_ramp=1000,
+        momentum_stable=0.9,
+    )
+    model = problem.model(exp, 2)
+    opt = trainer._optimizer(model, exp.tabular)
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["nesterov"]
+    trainer._set_rate(opt, exp.tabular, 1000)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 / 2)
+    assert opt.param_groups[1]["lr"] == pytest.approx(0.05 / 2)  # rate_decay per layer
+    assert opt.param_groups[0]["momentum"] == pytest.approx(0.9)
+    trainer._set_rate(opt, exp.tabular, 500)
+    assert opt.param_groups[0]["momentum"] == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize(
+    "activation",
+    ["tanh", "tanh_with_dropout", "rectifier", "rectifier_with_dropout", "maxout", "maxout_with_dropout"],
+)
+def test_every_activation_trains(activation):
+    frame = table_frame()
+    _, _, model, result = fit(
+        "tabular_classification", frame, table_frame(seed=2), epochs=10, activation=activation
+    )
+    assert result.history[-1]["valid"]["misclassification"] < 0.3
+
+
+def test_variable_importances_rank_the_informative_column_first():
+    frame = table_frame(400)
+    exp, _, model, _ = fit(
+        "tabular_classification", frame, epochs=30, l1=1e-3, categorical_encoding="label_encoder"
+    )
+    table = trainer.importance_table(model, exp.tabular.columns)
+    assert table.variable.iloc[0] == "x1"
+    assert set(table.columns) == {"variable", "relative_importance", "scaled_importance", "percentage"}
+
+
+@pytest.mark.parametrize(
+    "encoding, width", [("one_hot_internal", 4), ("binary", 3), ("eigen", 1), ("label_encoder", 1)]
+)
+def test_categorical_encodings(encoding, width):
+    exp, problem = experiment("tabular_classification", table_frame(), categorical_encoding=encoding)
+    model = problem.model(exp, 2)
+    assert model.pre.width == 2 + width  # x1, x2, colour's encoding
+
+
+def test_many_levels_are_hashed_into_max_categorical_features_buckets():
+    frame = table_frame()
+    frame["colour"] = [f"c{i}" for i in range(len(frame))]
+    exp, problem = experiment("tabular_classification", frame, max_categorical_features=8)
+    spec = next(c for c in exp.tabular.columns if c["name"] == "colour")
+    assert spec["hashed"] and spec["n_codes"] == 9
+    codes = TabularDecoder(problem.data.preprocessing(exp)).load({"x1": 0, "x2": 0, "colour": "never seen"})
+    assert 0 <= codes[2] < 8
+
+
+def test_missing_values_skip_drops_rows_and_mean_imputation_fills():
+    frame = table_frame()
+    frame.loc[::4, "x2"] = np.nan
+    *_, imputed = fit("tabular_classification", frame, epochs=1)
+    *_, skipped = fit("tabular_classification", frame, epochs=1, missing_values_handling="skip")
+    assert imputed.samples == 200 and skipped.samples == 150
+
+
+def test_ignored_and_constant_columns_are_not_inputs():
+    frame = table_frame().assign(same=1.0)
+    exp, _ = experiment("tabular_classification", frame, ignored_columns=["x2", "target"])
+    assert [c["name"] for c in exp.tabular.columns] == ["x1", "colour"]
+    exp, _ = experiment("tabular_classification", frame, ignore_const_cols=False)
+    assert "same" in [c["name"] for c in exp.tabular.columns]
+
+
+def test_weights_column_zero_rows_do_not_count():
+    frame = table_frame().assign(w=1.0)
+    frame.loc[frame.label == "yes", "w"] = 0.0  # only "no" rows count: the model learns to say "no"
+    exp, problem, model, _ = fit("tabular_classification", frame, epochs=10, weights_column="w")
+    assert "w" not in [c["name"] for c in exp.tabular.columns]
+    probs = trainer.predict(model, trainer.frame_matrix(exp.tabular.columns, frame), problem.activate)
+    assert (probs.argmax(1) == 0).mean() > 0.95
+
+
+@pytest.mark.parametrize(
+    "distribution", ["gaussian", "laplace", "huber", "quantile", "poisson", "gamma", "tweedie"]
+)
+def test_regression_distributions_learn(distribution):
+    frame = table_frame()
+    label = "target"
+    if distribution in ("poisson", "gamma", "tweedie"):
+        frame["target"] = np.exp(frame.x1)  # positive
+    _, _, _, result = fit(
+        "tabular_regression",
+        frame,
+        table_frame(seed=3).assign(
+            target=lambda f: np.exp(f.x1) if distribution in ("poisson", "gamma", "tweedie") else f.target
+        ),
+        label=label,
+        epochs=20,
+        distribution=distribution,
+    )
+    first, last = result.history[0]["valid"], result.history[-1]["valid"]
+    assert last["R2"] > 0.5 and np.isfinite(last["mean_residual_deviance"])
+    assert set(first) >= {"MSE", "RMSE", "MAE", "RMSLE", "R2", "mean_residual_deviance"}
+
+
+def test_offset_column_is_added_to_the_prediction():
+    frame = table_frame().assign(off=5.0)
+    exp, problem, model, _ = fit(
+        "tabular_regression", frame, label="target", epochs=2, offset_column="off", ignore_const_cols=False
+    )
+    x = trainer.frame_matrix(exp.tabular.columns, frame)
+    shifted = trainer.frame_matrix(exp.tabular.columns, frame.assign(off=6.0))
+    diff = trainer.predict(model, shifted, problem.activate) - trainer.predict(model, x, problem.activate)
+    assert np.allclose(diff, 1.0, atol=1e-4)
+
+
+def test_classification_metrics_are_h2os():
+    frame = table_frame()
+    *_, result = fit("tabular_classification", frame, table_frame(seed=4), epochs=3, max_hit_ratio_k=2)
+    valid = result.history[-1]["valid"]
+    assert {
+        "MSE",
+        "RMSE",
+        "logloss",
+        "AUC",
+        "AUCPR",
+        "mean_per_class_error",
+        "confusion_matrix",
+        "hit_ratios",
+    } <= set(valid)
+    assert valid["hit_ratios"][1] == 1.0 and np.array(valid["confusion_matrix"]).sum() == 200
+
+
+# ---------------------------------------------------------------------------------- models from other runs
+def _train_fold(exp, problem, frame, out, tmp_path):
+    info = problem.label_info(frame, exp)
+    targets = problem.encode(frame, exp, info)
+    live = Live(str(tmp_path / "live"), report=None, save_dvc_exp=False, dvcyaml=None)
+    trainer.train_fold(
+        exp, problem, info, frame, targets, frame.head(0), targets[:0], 0, out, tmp_path / "ck", live
+    )
+    return out / "fold0"
+
+
+def test_checkpoint_continues_from_the_saved_epoch_count(tmp_path):
+    frame = table_frame()
+    exp, problem = experiment("tabular_classification", frame, epochs=2)
+    first = _train_fold(exp, problem, frame, tmp_path / "first", tmp_path)
+    assert trainer.read_state(first)["epochs"] == pytest.approx(2)
+    exp2, problem2 = experiment("tabular_classification", frame, epochs=5, checkpoint=str(first))
+    second = _train_fold(exp2, problem2, frame, tmp_path / "second", tmp_path)
+    state = trainer.read_state(second)
+    assert state["epochs"] == pytest.approx(5)
+    assert [round(e["epochs"]) for e in state["scoring_history"]] == [3, 4, 5]
+    exp3, problem3 = experiment("tabular_classification", frame, epochs=2, checkpoint=str(first))
+    with pytest.raises(ConfigError, match="not more than the checkpoint's"):
+        _train_fold(exp3, problem3, frame, tmp_path / "third", tmp_path)
+
+
+def test_pretrained_autoencoder_starts_the_hidden_layers(tmp_path):
+    frame = table_frame()
+    ae_exp, ae_problem = experiment(
+        "tabular_anomaly", frame.drop(columns=["target"]), epochs=2, ignored_columns=[]
+    )
+    folder = _train_fold(ae_exp, ae_problem, frame.drop(columns=["target"]), tmp_path / "ae", tmp_path)
+    exp, problem = experiment("tabular_classification", frame, epochs=1, pretrained_autoencoder=str(folder))
+    model = problem.model(exp, 2)
+    trainer.load_pretrained_autoencoder(model, folder)
+    from safetensors.torch import load_file
+
+    saved = load_file(str(folder / "model.safetensors"))
+    assert torch.equal(model.layers[0].weight, saved["net.1.weight"])
+
+
+def test_export_weights_and_biases_and_the_tables(tmp_path):
+    frame = table_frame()
+    exp, problem = experiment("tabular_classification", frame, epochs=1, export_weights_and_biases=True)
+    folder = _train_fold(exp, problem, frame, tmp_path / "out", tmp_path)
+    for name in (
+        "weights_and_biases.safetensors",
+        "variable_importances.csv",
+        "h2o_metrics.json",
+        "tabular_state.json",
+    ):
+        assert (folder / name).is_file()
+
+
+# ---------------------------------------------------------------------------------- anomaly
+def test_autoencoder_scores_an_outlier_highest():
+    rng = np.random.default_rng(0)
+    base = np.sin(np.linspace(0, 6, 30))
+    normal = pd.DataFrame(
+        base + 0.05 * rng.normal(size=(40, 30)), columns=[f"t{i}" for i in range(30)]
+    ).assign(a=0)
+    odd = normal.head(3).copy()
+    odd.iloc[:, :30] = -odd.iloc[:, :30]
+    exp, problem, model, _ = fit(
+        "tabular_anomaly", normal, label="a", epochs=30, activation="tanh", hidden=[10, 4, 10]
+    )
+    test = pd.concat([normal, odd], ignore_index=True)
+    errors = trainer.predict(model, trainer.frame_matrix(exp.tabular.columns, test), problem.activate)[:, 0]
+    assert set(np.argsort(-errors)[:3]) == {40, 41, 42}
+
+
+# ---------------------------------------------------------------------------------- scoring: ONNX with preprocessing
+def test_onnx_scores_missing_and_unseen_levels_like_pytorch(tmp_path):
+    frame = table_frame()
+    exp, problem, model, _ = fit("tabular_classification", frame, epochs=2)
+    info = problem.label_info(frame, exp)
+    rows = [
+        {"x1": 0.3, "x2": -1.0, "colour": "red"},
+        {"x1": None, "x2": 0.5, "colour": None},  # missing: the mean, the missing level
+        {"x1": 1.0, "x2": 0.0, "colour": "purple"},  # a level never seen in training
+    ]
+    report = export.export(exp, problem, info, [model], rows, tmp_path / "export")
+    assert report["max_abs_diff"] <= 1e-4
+    scorer = scoring.Scorer(tmp_path / "export")
+    out = scorer.predict([scorer.load(r) for r in rows])
+    assert all(set(o["probabilities"]) == {"no", "yes"} for o in out)
+    unseen, missing = scorer.load(rows[2]), scorer.load({**rows[2], "colour": None})
+    assert np.array_equal(unseen, missing)  # an unseen level scores as the missing level
+
+
+# ---------------------------------------------------------------------------------- bad input, named
+def test_a_response_column_that_does_not_exist():
+    with pytest.raises(DataError, match="response column 'price'"):
+        experiment("tabular_regression", table_frame(), label="price")
+
+
+def test_a_categorical_response_with_a_gaussian_distribution():
+    with pytest.raises(ConfigError, match="response column 'label'.*gaussian"):
+        experiment("tabular_classification", table_frame(), distribution="gaussian")
+    with pytest.raises(ConfigError, match="response column 'label' is not numeric"):
+        experiment("tabular_regression", table_frame(), distribution="gaussian", ignored_columns=["target"])
+
+
+def test_an_all_missing_column():
+    with pytest.raises(DataError, match="column 'empty': every value is missing"):
+        experiment("tabular_classification", table_frame().assign(empty=np.nan))
+
+
+def test_a_test_frame_without_a_training_column():
+    exp, _ = experiment("tabular_classification", table_frame())
+    with pytest.raises(InputError, match="x2: column missing"):
+        trainer.frame_matrix(exp.tabular.columns, table_frame().drop(columns=["x2"]))
+
+
+def test_a_json_row_with_a_wrong_type_names_the_column():
+    exp, problem = experiment("tabular_classification", table_frame())
+    decoder = TabularDecoder(problem.data.preprocessing(exp))
+    with pytest.raises(InputError, match="x1: 'abc' is not a number"):
+        decoder.from_json({"x1": "abc", "x2": 1.0, "colour": "red"})
+    with pytest.raises(InputError, match="colour: .* is not a level"):
+        decoder.from_json({"x1": 1, "x2": 1.0, "colour": [1, 2]})
+    with pytest.raises(InputError, match="x2: column missing"):
+        decoder.from_json({"x1": 1, "colour": "red"})
+
+
+def test_settings_are_validated():
+    with pytest.raises(ConfigError, match="hidden_dropout_ratios"):
+        experiment(
+            "tabular_classification", table_frame(), hidden_dropout_ratios=[0.1, 0.1]
+        )  # no dropout activation
+    with pytest.raises(ConfigError, match="hidden_dropout_ratios has 1 values"):
+        experiment(
+            "tabular_classification",
+            table_frame(),
+            activation="tanh_with_dropout",
+            hidden_dropout_ratios=[0.1],
+        )
+    with pytest.raises(ConfigError, match="momentum"):
+        experiment("tabular_classification", table_frame(), momentum_start=0.5)
+    with pytest.raises(ConfigError, match="class_sampling_factors"):
+        experiment("tabular_classification", table_frame(), class_sampling_factors=[1, 2])
+
+
+def test_reproducible_with_a_seed_gives_the_same_weights():
+    frame = table_frame()
+    runs = [fit("tabular_classification", frame, epochs=2, reproducible=True, seed=7)[2] for _ in range(2)]
+    other = fit("tabular_classification", frame, epochs=2, reproducible=True, seed=8)[2]
+    for a, b in zip(runs[0].layers, runs[1].layers, strict=True):
+        assert torch.equal(a.weight, b.weight)
+    assert not torch.equal(runs[0].layers[0].weight, other.layers[0].weight)

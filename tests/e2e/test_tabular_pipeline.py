@@ -1,0 +1,104 @@
+"""Tables through the same pipeline: real `dvc repro` of configs/ecg_autoencoder.yaml (the H2O booklet's ECG
+anomaly example, whole: it is tiny) and of configs/mnist_tabular.yaml made tiny, then the ECG bento under a
+real `bentoml serve`, fed JSON rows good and bad."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pandas as pd
+import pytest
+import requests
+import yaml
+from projects import PIPELINE_OUTPUTS, REPO, dvc, make_project, merge
+
+from serving import launch
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def ecg(tmp_path_factory, bentoml_home):
+    params = yaml.safe_load((REPO / "configs/ecg_autoencoder.yaml").read_text())
+    root = make_project(tmp_path_factory.mktemp("ecg"), params=params, data=["data/ecg"])
+    result = dvc(root, "repro", check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return root
+
+
+def test_the_three_anomalous_beats_score_highest(ecg):
+    for out in PIPELINE_OUTPUTS:
+        assert (ecg / out).is_file(), out
+    test = pd.read_parquet(ecg / "artifacts/evaluate/test_predictions.parquet")
+    top = test.sort_values("reconstruction_error", ascending=False).head(3)
+    assert sorted(top.index) == [20, 21, 22] and top.anomaly.eq(1).all()
+    metrics = json.loads((ecg / "metrics.json").read_text())
+    assert metrics["test"]["AUC"] == 1.0
+    pre = json.loads((ecg / "artifacts/export/preprocessing.json").read_text())
+    assert pre["data_type"] == "tabular" and len(pre["input"]["columns"]) == 210
+    assert json.loads((ecg / "artifacts/export/parity.json").read_text())["max_abs_diff"] <= 1e-4
+    assert (ecg / "artifacts/pseudo/fold0/variable_importances.csv").is_file()
+    assert (ecg / "plots/reconstruction_error.csv").is_file()
+
+
+def test_mnist_as_columns_classifies_through_the_pipeline(tmp_path_factory, bentoml_home):
+    tiny = {
+        "prepare": {"max_rows": 300},
+        "tabular": {
+            "hidden": [16],
+            "epochs": 10,
+            "mini_batch_size": 8,
+            "activation": "rectifier",
+            "input_dropout_ratio": 0.0,
+        },
+    }
+    params = merge(yaml.safe_load((REPO / "configs/mnist_tabular.yaml").read_text()), tiny)
+    root = make_project(tmp_path_factory.mktemp("mnist_tabular"), params=params, data=["data/mnist"])
+    result = dvc(root, "repro", check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    metrics = json.loads((root / "metrics.json").read_text())
+    assert metrics["test"]["Accuracy"] > 0.3  # 240 training rows; chance is 0.1
+    predictions = pd.read_parquet(root / "artifacts/evaluate/test_predictions.parquet")
+    assert {"predicted_label", *(f"prob_{d}" for d in "0123456789")} <= set(predictions.columns)
+    state = json.loads((root / "artifacts/train/fold0/tabular_state.json").read_text())
+    assert (
+        state["scoring_history"][-1]["valid"]["hit_ratios"][2]
+        >= state["scoring_history"][-1]["valid"]["hit_ratios"][0]
+    )
+
+
+@pytest.fixture(scope="module")
+def server(ecg, tmp_path_factory):
+    tag = (ecg / "artifacts/package/bento.txt").read_text().strip()
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "DEUTERIUM_PROVIDERS": "CPUExecutionProvider"}
+    env.pop("PYTHONPATH", None)  # the bento runs from its own copy of the code
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    cmd = [sys.executable, "-m", "bentoml", "serve", tag, "--host", "127.0.0.1", "--port", str(port)]
+    with launch.running(cmd, env, ecg, log, port, timeout=180) as url:
+        yield url
+    assert " (status=5" not in log.read_text(), "a request made a 5xx; see " + str(log)
+
+
+def test_json_rows_score_and_a_wrong_type_is_a_4xx_naming_the_column(ecg, server):
+    test = pd.read_csv(ecg / "artifacts/prepare/test.csv").drop(columns=["anomaly"])
+    normal, odd = test.iloc[0].to_dict(), test.iloc[21].to_dict()
+    scores = []
+    for row in (normal, odd):
+        r = requests.post(f"{server}/predict_json", json={"input": row}, timeout=60)
+        assert r.status_code == 200, r.text
+        scores.append(r.json()["predictions"]["reconstruction_error"])
+    assert scores[1] > 10 * scores[0]
+    r = requests.post(f"{server}/predict_json", json={"input": {**normal, "t5": "high"}}, timeout=60)
+    assert 400 <= r.status_code < 500 and "t5" in r.text
+    missing = {k: v for k, v in normal.items() if k != "t7"}
+    r = requests.post(f"{server}/predict_json", json={"input": missing}, timeout=60)
+    assert 400 <= r.status_code < 500 and "t7" in r.text
+    r = requests.post(f"{server}/predict_json", json={"input": {**normal, "t9": None}}, timeout=60)
+    assert r.status_code == 200  # a missing value: the training mean
