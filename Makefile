@@ -8,6 +8,7 @@ export DO_NOT_TRACK := 1
 export BENTOML_DO_NOT_TRACK := true
 export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export RAY_USAGE_STATS_ENABLED := 0
 export HF_HUB_OFFLINE := 1
 
 .PHONY: install repro test test-quick lint serve clean

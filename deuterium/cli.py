@@ -12,6 +12,7 @@ for _key, _value in {
     "BENTOML_DO_NOT_TRACK": "true",
     "GX_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "RAY_USAGE_STATS_ENABLED": "0",
 }.items():
     os.environ.setdefault(_key, _value)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from deuterium import config, distributed, io, paths, splitting
 from deuterium.errors import DataError
 from deuterium.problems import ProblemType
 from deuterium.settings import ExperimentBase
-from deuterium.training import train_fold
+from deuterium.training import RunState, train_fold
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,14 @@ def fit_folds(
     checkpoints: Path,
     fold_targets: dict[int, np.ndarray] | None = None,
     stage: str = "train",
+    after_epoch: Callable[[str, RunState], None] | None = None,
+    adopt: bool = False,
 ) -> pd.DataFrame:
     """Train number_of_seeds models per selected fold into out_dir/fold{k} (fold{k}/seed{s} with several seeds).
 
     `fold_targets`: targets for fold k in place of `targets` (pseudo labels made by fold k's own models).
     `stage`: the dvc.yaml stage running it, whose code a checkpoint must match to be resumed.
+    `after_epoch`, `adopt`: passed to each run (train_fold); the hyperparameter search uses them.
 
     Writes and returns out_dir/oof.parquet: each fold's validation predictions, averaged over its seeds;
     with several seeds also out_dir/seeds.json, every seed's score and their spread. Under torchrun every
@@ -84,6 +88,8 @@ def fit_folds(
                 live,
                 seed_index,
                 stage,
+                after_epoch,
+                adopt,
             )
             for seed_index in range(n_seeds)
         ]

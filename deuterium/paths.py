@@ -12,6 +12,7 @@ PSEUDO = ARTIFACTS / "pseudo"
 EVALUATE = ARTIFACTS / "evaluate"
 EXPORT = ARTIFACTS / "export"
 PACKAGE = ARTIFACTS / "package"
+SEARCH = ARTIFACTS / "search"  # the hyperparameter search (not a dvc.yaml stage)
 CHECKPOINTS = ARTIFACTS / "checkpoints"  # persisted between runs for resuming; never cached
 
 METRICS = Path("metrics.json")

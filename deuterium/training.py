@@ -196,7 +196,12 @@ def train_fold(
     live: Live,
     seed_index: int = 0,
     stage: str = "train",
+    after_epoch: Callable[[str, RunState], None] | None = None,
+    adopt: bool = False,
 ) -> FoldResult:
+    """Train one fold (and seed). `after_epoch(name, state)` runs after each epoch's checkpoint is saved (the
+    search reports to Ray Tune there). `adopt`: a checkpoint written under other settings is continued with
+    these ones (PBT's exploit: a better trial's weights and optimizer moments, this trial's hyperparameters)."""
     exp = training_length(exp, len(train_frame))
     env, t = exp.environment, exp.training
     name = run_name(fold, seed_index, env.number_of_seeds)
@@ -209,7 +214,8 @@ def train_fold(
     dev = distributed.init(env)
     main = distributed.is_main()
     ckpt = checkpoints / name / "last.pt"
-    saved = _load_checkpoint(ckpt, resolved, name)
+    saved = _load_checkpoint(ckpt, resolved, name, adopt)
+    adopted = bool(saved) and saved["config"] != resolved
     seed = saved["seed"] if saved else _run_seed(env.seed, fold, seed_index)
     runtime.seed_everything(seed)
     model = problem.model(exp, problem.n_outputs(info)).to(dev)
@@ -218,7 +224,7 @@ def train_fold(
     dataset = problem.dataset(train_frame, exp, train_targets, seed)
     state = _restore(saved, model) if saved else RunState()
     state.epochs = t.epochs
-    if not saved:
+    if not saved or adopted:  # an adopted run trains on with this trial's own batch size
         state.batch_size = min(t.batch_size, len(train_frame))
         if t.automatically_adjust_batch_size:
             fitted = _fit_batch_size(model, loss_fn, dataset[0], state.batch_size, dev, exp)
@@ -229,9 +235,18 @@ def train_fold(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(exp, s, steps))
     scaler = torch.amp.GradScaler(enabled=env.mixed_precision_training and dev.type == "cuda")
     if saved:
+        hyper = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved["scaler"])
+        if adopted:  # the donor's moments, our learning rate, weight decay... and the schedule at our epoch
+            state.step = state.epoch * len(loader)
+            for group, own in zip(opt.param_groups, hyper, strict=True):
+                group.update(own)
+            sched.base_lrs = [g["initial_lr"] for g in opt.param_groups]
+            sched.last_epoch = state.epoch * steps
+            for group, base in zip(opt.param_groups, sched.base_lrs, strict=True):
+                group["lr"] = base * lr_factor(exp, sched.last_epoch, steps)
         for step, key, value in state.history:  # the curves so far, into this run's fresh dvclive folder
             live.step = step
             live.log_metric(key, value)
@@ -262,7 +277,13 @@ def train_fold(
         train_truth = problem.truth(train_targets[rows])
         loop.train_metric = lambda net: _score(exp, problem, net, train_files, train_truth, metric.fn, dev)[0]
     if main:
-        loop.checkpoint = lambda st: _save_checkpoint(ckpt, model, opt, sched, scaler, st, seed, resolved)
+
+        def checkpoint(st: RunState) -> None:
+            _save_checkpoint(ckpt, model, opt, sched, scaler, st, seed, resolved)
+            if after_epoch is not None:
+                after_epoch(name, st)
+
+        loop.checkpoint = checkpoint
         live.log_param(f"{name}_seed", seed)
         live.log_param(f"{name}_batch_size", state.batch_size)
         live.log_param(f"{name}_train_rows", len(train_frame))
@@ -558,11 +579,15 @@ def _stage_entry(dvc_yaml: Path, stage: str) -> dict | None:
     return stages.get(stage)
 
 
-def _load_checkpoint(path: Path, resolved: str, name: str) -> dict | None:
+def _load_checkpoint(path: Path, resolved: str, name: str, adopt: bool = False) -> dict | None:
     if not path.is_file():
         return None
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("config") != resolved:
+    if adopt and state.get("config") != resolved:
+        log.info(
+            "%s: continuing checkpoint %s (epoch %d) with this run's settings", name, path, state["epoch"]
+        )
+    elif state.get("config") != resolved:
         log.info("%s: checkpoint %s is from other settings, rows or code; starting over", name, path)
         return None
     return state

@@ -11,6 +11,7 @@ os.environ.update(
     BENTOML_DO_NOT_TRACK="true",
     GX_ANALYTICS_ENABLED="false",
     PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    RAY_USAGE_STATS_ENABLED="0",
     HF_HUB_OFFLINE="1",
 )
 os.environ["BENTOML_HOME"] = str(_homes / "bentoml")

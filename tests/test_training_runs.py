@@ -205,3 +205,39 @@ def test_logging_and_evaluation_settings_write_their_curves_and_images(run):
     worst = insights.worst(targets, fitting.predictions_from(oof, r.problem.output_columns(r.info)), 3)
     assert [p.name.split("_", 1)[1] for p in images] == [files[i].stem + ".png" for i in worst]
     assert all(Image.open(p).size[0] > 100 for p in images)
+
+
+def test_an_adopted_checkpoint_goes_on_with_the_new_settings(run, monkeypatch, caplog):
+    """PBT's exploit (deuterium/search.py): a better run's epoch, continued with perturbed settings."""
+    donor = run({"training": {"epochs": 2, "schedule": "constant", "learning_rate": 0.001}}, "donor")
+    taker = run({"training": {"epochs": 2, "schedule": "constant", "learning_rate": 0.004}}, "taker")
+    save = training._save_checkpoint
+
+    def keep_first_epoch(path, model, opt, sched, scaler, state, seed, resolved):
+        save(path, model, opt, sched, scaler, state, seed, resolved)
+        if state.epoch == 1:
+            target = taker.checkpoints / "fold0" / "last.pt"
+            target.parent.mkdir(parents=True)
+            shutil.copy(path, target)
+
+    monkeypatch.setattr(training, "_save_checkpoint", keep_first_epoch)
+    donor.fit()
+    monkeypatch.setattr(training, "_save_checkpoint", save)
+    reported = []
+    with caplog.at_level("INFO"):
+        fitting.fit_folds(
+            taker.exp,
+            taker.problem,
+            taker.info,
+            taker.folds,
+            taker.targets,
+            taker.train,
+            taker.checkpoints,
+            after_epoch=lambda name, state: reported.append((name, state.epoch, state.score)),
+            adopt=True,
+        )
+    assert "continuing checkpoint" in caplog.text and "fold0 epoch 1:" not in caplog.text
+    assert [(name, epoch) for name, epoch, _ in reported] == [("fold0", 2)]
+    assert reported[0][2] is not None  # the epoch's validation score, what the search reports
+    assert taker.curve("train/learning_rate")["learning_rate"].tolist() == [0.001, 0.004]
+    assert taker.curve("train/epoch")["epoch"].tolist() == [1, 2]

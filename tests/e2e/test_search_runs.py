@@ -1,0 +1,137 @@
+"""Searches with Ray Tune on the default audio experiment, made tiny (tests/projects.py): random search with
+ASHA, PBT with its exploit and explore, a crashing trial, and --apply followed by the train stage."""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from projects import make_project
+
+from deuterium import config, fitting, io, paths, problems, search
+
+pytestmark = pytest.mark.e2e
+
+TRIAL = {
+    "dataset": {"selected_folds": [0]},
+    "training": {"epochs": 2},
+    "logging": {"number_of_audios_to_show": 0},
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    import ray
+
+    from stages import split
+
+    root = make_project(tmp_path_factory.mktemp("search"), TRIAL, git=False)
+    cwd = os.getcwd()
+    os.chdir(root)
+    split.main(root / "params.yaml", root / paths.SPLIT)
+    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(temp), log_to_driver=False)
+    yield root
+    ray.shutdown()
+    os.chdir(cwd)
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def run(project: Path, name: str, **settings) -> list[dict]:
+    the_search = search.SearchSettings.model_validate({"trials_at_once": 2, **settings})
+    return search.run(
+        the_search, project / "params.yaml", project / paths.SPLIT, project / "artifacts" / name
+    )
+
+
+@pytest.fixture(scope="module")
+def random_search(project):
+    space = {
+        "training.learning_rate": {"low": 0.0005, "high": 0.02, "distribution": "loguniform"},
+        "architecture.dropout": [0.0, 0.2],
+    }
+    rows = run(project, "random", strategy="random", max_trials=8, seed=0, metric="LogLoss", space=space)
+    return rows
+
+
+def test_random_search_of_8_trials_finishes_with_a_leaderboard(project, random_search):
+    rows = random_search
+    assert len(rows) == 8
+    assert {r["status"] for r in rows} <= {"finished", "stopped"}  # stopped: by ASHA, after its grace period
+    assert rows[0]["status"] == "finished"
+    assert any(
+        r["status"] == "stopped" and r["epochs"] == 1 for r in rows
+    )  # ASHA stopped one behind at epoch 1
+    finished = [r["LogLoss"] for r in rows if r["status"] == "finished"]
+    assert finished == sorted(finished)  # LogLoss: lower is better, best first
+    assert len({r["training.learning_rate"] for r in rows}) == 8  # drawn, not repeated
+    assert {r["architecture.dropout"] for r in rows} == {0.0, 0.2}
+    board = pd.read_csv(project / "artifacts/random" / search.LEADERBOARD_CSV)
+    assert list(board.columns[:4]) == ["trial", "status", "training.learning_rate", "architecture.dropout"]
+    assert {"LogLoss", "epochs", "time_s"} <= set(board.columns)
+
+
+def test_apply_then_the_train_stage_gives_the_trials_metric(project, random_search):
+    from stages import train
+
+    best = search.best(project / "artifacts/random")
+    search.apply(best["settings"], project / "params.yaml")
+    exp = config.load(project / "params.yaml")
+    assert exp.training.learning_rate == best["settings"]["training.learning_rate"]
+    train.main(
+        project / "params.yaml", project / paths.SPLIT, project / paths.TRAIN, project / paths.CHECKPOINTS
+    )
+
+    problem = problems.of(exp)
+    info = io.read_json(project / paths.SPLIT / paths.DATA_INFO_FILE)
+    folds = io.read_frame(project / paths.SPLIT / paths.FOLDS_FILE)
+    oof = pd.read_parquet(project / paths.TRAIN / paths.OOF_FILE)
+    rows = folds.set_index("row_id").loc[oof.row_id].reset_index()
+    truth = problem.truth(problem.encode(rows, exp, info))
+    preds = fitting.predictions_from(oof, problem.output_columns(info))
+    logloss = float(problem.metrics()["LogLoss"].fn(truth, preds))
+    print(f"train stage LogLoss {logloss!r}, the trial's {best['LogLoss']!r}")  # shown with -s
+    assert np.isclose(logloss, best["LogLoss"], rtol=1e-4), (logloss, best["LogLoss"])
+
+
+def test_pbt_copies_better_trials_and_perturbs_their_settings(project):
+    space = {
+        "training.learning_rate": {"low": 0.0005, "high": 0.02, "distribution": "loguniform"},
+        "architecture.dropout": [0.0, 0.1, 0.2],
+    }
+    rows = run(
+        project,
+        "pbt",
+        strategy="pbt",
+        max_trials=4,
+        seed=1,
+        space=space,
+        pbt={"perturbation_interval": 1, "quantile_fraction": 0.5},
+    )
+    assert len(rows) == 4 and all(r["status"] == "finished" for r in rows)
+    events = io.read_json(project / "artifacts/pbt" / search.PBT_LOG)  # Ray's pbt_global.txt
+    exploits = [e for e in events if e["trial"] != e["copied_from"]]
+    explores = [e for e in exploits if e["new_settings"] != e["old_settings"]]
+    assert exploits and explores
+    for event in explores:  # perturbed within the space
+        assert 0.0005 <= event["new_settings"]["training.learning_rate"] <= 0.02
+        assert event["new_settings"]["architecture.dropout"] in (0.0, 0.1, 0.2)
+
+
+def test_a_crashing_trial_is_marked_failed_and_the_search_goes_on(project):
+    rows = run(
+        project,
+        "crash",
+        strategy="grid",
+        trials_at_once=1,
+        folds="all",  # both folds, one after the other
+        space={"training.differential_learning_rate_layers": [["no_such_layer"], []]},
+    )
+    by_value = {str(r["training.differential_learning_rate_layers"]): r for r in rows}
+    assert by_value["['no_such_layer']"]["status"] == "failed"
+    assert "no_such_layer" in by_value["['no_such_layer']"]["error"]
+    assert by_value["[]"]["status"] == "finished" and by_value["[]"]["Accuracy"] is not None
+    assert by_value["[]"]["epochs"] == 4  # 2 epochs of each fold, reported one by one

@@ -1,0 +1,210 @@
+"""The search definition is checked before any trial; --apply edits params.yaml and keeps its comments."""
+
+import difflib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from projects import REPO, env
+
+from deuterium import config, search
+from deuterium.errors import ConfigError
+
+
+@pytest.fixture()
+def project(tmp_path) -> Path:
+    for name in ("params.yaml", "dvc.yaml", "search.yaml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    return tmp_path
+
+
+def plan_of(project: Path, **settings):
+    base = yaml.safe_load((REPO / "search.yaml").read_text())
+    return search.plan(search.SearchSettings.model_validate(base | settings), project / "params.yaml")
+
+
+def test_the_shipped_search_is_valid(project):
+    the_plan = plan_of(project)
+    assert the_plan.metric == "Accuracy" and the_plan.mode == "max"  # the experiment's own metric
+    assert the_plan.folds == [0, 1, 2]  # the train stage's folds (selected_folds: all)
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"space": {"training.learning_rate": []}}, "training.learning_rate: an empty list"),
+        (
+            {"space": {"training.learning_rate": {"low": 0.1, "high": 0.01}}},
+            "training.learning_rate: low 0.1 is greater than high 0.01",
+        ),
+        ({"space": {"training.learnin_rate": [0.1]}}, "training.learnin_rate: not a setting"),
+        ({"space": {"training.learning_rate": [0.001, -1]}}, "training.learning_rate: value -1 refused"),
+        (
+            {"space": {"architecture.dropout": {"low": 0.0, "high": 7}}},
+            "architecture.dropout: value 7 refused",
+        ),
+        ({"space": {"dataset.number_of_folds": [2, 3]}}, "dataset.number_of_folds: the split stage reads it"),
+        (
+            {"space": {"export.onnx_device": ["cpu", "gpu"]}},
+            "export.onnx_device: the train stage does not read",
+        ),
+        (
+            {"space": {"training.epochs": {"low": 1, "high": 3}}, "strategy": "grid"},
+            "training.epochs: a grid",
+        ),
+        (
+            {"space": {"training.epochs": {"low": 1, "high": 2.5, "distribution": "int"}}},
+            "training.epochs: an int",
+        ),
+        (
+            {"space": {"training.learning_rate": {"low": 0, "high": 1, "distribution": "loguniform"}}},
+            "low > 0",
+        ),
+        ({"space": {}}, "search space: empty"),
+        ({"metric": "BLEU"}, "search metric: 'BLEU'"),
+    ],
+)
+def test_a_bad_space_fails_with_one_line_naming_the_key(project, settings, named):
+    with pytest.raises(ConfigError) as err:
+        plan_of(project, **settings)
+    assert named in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_an_unknown_key_of_search_yaml_is_named(tmp_path):
+    path = tmp_path / "search.yaml"
+    path.write_text("strategy: random\nmax_trails: 3\n")
+    with pytest.raises(ConfigError, match=r"search.yaml: max_trails: unknown key"):
+        search.load(path)
+    path.write_text("strategy: hyperband\n")
+    with pytest.raises(ConfigError, match=r"search.yaml: strategy: Input should be"):
+        search.load(path)
+
+
+def test_a_grid_larger_than_max_trials_is_refused(project):
+    with pytest.raises(ConfigError, match="6 trials, more than max_trials 4"):
+        plan_of(
+            project,
+            strategy="grid",
+            max_trials=4,
+            space={"training.epochs": [1, 2, 3], "architecture.pool": ["max", "gem"]},
+        )
+
+
+def test_the_command_fails_before_any_trial_with_one_line(project):
+    bad = yaml.safe_load((project / "search.yaml").read_text())
+    bad["space"]["training.batch_size"] = [16, 0]
+    (project / "search.yaml").write_text(yaml.safe_dump(bad))
+    done = subprocess.run(
+        [sys.executable, "-m", "deuterium.search"], cwd=project, env=env(), capture_output=True, text=True
+    )
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip().splitlines() == [done.stderr.strip()]
+        and "training.batch_size: value 0 refused" in done.stderr
+    )
+    assert not (project / "artifacts").exists()  # no folds needed, no Ray started, nothing written
+
+
+def test_apply_sets_the_settings_and_keeps_comments(project):
+    params = project / "params.yaml"
+    before = params.read_text()
+    search.apply(
+        {"training.learning_rate": 0.0042, "architecture.dropout": 0.25, "training.momentum": 0.8}, params
+    )
+    after = params.read_text()
+    assert "  learning_rate: 0.0042\n" in after
+    assert "dropout: 0.25" in after
+    exp = config.load(params)
+    assert (exp.training.learning_rate, exp.architecture.dropout, exp.training.momentum) == (
+        0.0042,
+        0.25,
+        0.8,
+    )
+    comments = [line.split("#", 1)[1] for line in before.splitlines() if "#" in line]
+    assert all(c in after for c in comments)  # every comment is still there
+    diff = list(difflib.ndiff(before.splitlines(), after.splitlines()))
+    assert [d for d in diff if d.startswith("- ")] == ["-   dropout: 0.1", "-   learning_rate: 0.002"]
+    assert [d for d in diff if d.startswith("+ ")] == [
+        "+   dropout: 0.25",
+        "+   learning_rate: 0.0042",
+        "+   momentum: 0.8",
+    ]
+
+
+def test_the_leaderboard_ranks_finished_then_stopped_then_failed():
+    the_plan = search.Plan(
+        strategy="random", keys=["training.learning_rate"], metric="MAE", mode="min", folds=[0], epochs=2
+    )
+    trials = {
+        "a": {
+            "config": {"training.learning_rate": 0.1},
+            "result": {"score": 0.5, "completed": True},
+            "error": None,
+        },
+        "b": {
+            "config": {"training.learning_rate": 0.2},
+            "result": {"score": 0.2, "completed": False},
+            "error": None,
+        },
+        "c": {"config": {"training.learning_rate": 0.3}, "result": {}, "error": "ConfigError: boom"},
+        "d": {
+            "config": {"training.learning_rate": 0.4},
+            "result": {"score": 0.4, "completed": True},
+            "error": None,
+        },
+    }
+    rows = search.leaderboard(trials, the_plan)
+    assert [(r["trial"], r["status"]) for r in rows] == [
+        ("d", "finished"),
+        ("a", "finished"),
+        ("b", "stopped"),
+        ("c", "failed"),
+    ]
+
+
+def test_manual_trials_are_checked_and_listed(project):
+    trials = [
+        {"training.learning_rate": 0.001},
+        {"training.learning_rate": 0.003, "architecture.pool": "gem"},
+    ]
+    the_plan = plan_of(project, strategy="manual", space={}, trials=trials)
+    assert the_plan.grid == trials
+    assert the_plan.keys == ["architecture.pool", "training.learning_rate"]
+    with pytest.raises(ConfigError, match="architecture.pool: value 'median' refused"):
+        plan_of(project, strategy="manual", space={}, trials=[{"architecture.pool": "median"}])
+
+
+def test_a_problem_type_with_its_own_training_loop_is_refused_before_any_trial(project):
+    shutil.copy(REPO / "configs" / "ecg_autoencoder.yaml", project / "params.yaml")
+    with pytest.raises(ConfigError, match="tabular_anomaly trains with its own loop"):
+        plan_of(project)
+
+
+def test_epochs_auto_gives_trials_a_horizon_of_epochs_auto_max(project):
+    assert config.load(project / "params.yaml").training.epochs == "auto"  # the shipped default
+    assert plan_of(project).epochs == config.load(project / "params.yaml").training.epochs_auto_max
+    assert plan_of(project, space={"training.epochs": [4, 6]}).epochs == 6
+
+
+def test_pbt_trains_the_first_selected_fold_unless_told(project):
+    assert plan_of(project, strategy="pbt").folds == [0]
+    assert plan_of(project, strategy="pbt", folds="all").folds == [0, 1, 2]
+    with pytest.raises(ConfigError, match=r"search folds: \[5\] out of range"):
+        plan_of(project, folds=[5])
+
+
+def test_pbt_explore_stays_inside_a_range():
+    explore = search._clip_to_space(
+        {
+            "training.learning_rate": {"low": 0.001, "high": 0.01, "distribution": "loguniform"},
+            "training.epochs": {"low": 1, "high": 4, "distribution": "int"},
+        }
+    )
+    assert explore({"training.learning_rate": 0.012, "training.epochs": 5}) == {
+        "training.learning_rate": 0.01,
+        "training.epochs": 4,
+    }
