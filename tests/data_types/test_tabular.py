@@ -3,11 +3,14 @@ input answered with an error naming the column."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from dvclive import Live
+from safetensors.torch import load_file
 
 from deuterium import config, export, problems, scoring
 from deuterium.data_types.tabular import trainer
@@ -146,6 +149,68 @@ def test_max_runtime_secs_and_classification_stop_say_why():
     assert timed.stopped.startswith("max_runtime_secs") and timed.epochs < 1000
     *_, good = fit("tabular_classification", frame, epochs=100, classification_stop=0.3)
     assert good.stopped.startswith("classification_stop") and good.epochs < 100
+
+
+def test_regression_stop_stops_when_the_training_mse_is_under_it_and_says_why():
+    frame = table_frame()
+    *_, stopped = fit("tabular_regression", frame, label="target", epochs=40, regression_stop=1.0)
+    mses = [e["train"]["MSE"] for e in stopped.history]
+    assert stopped.stopped.startswith("regression_stop: training MSE") and stopped.epochs < 40
+    assert mses[-1] <= 1.0 < min(mses[:-1])  # the first scoring event under it, not later
+    *_, off = fit("tabular_regression", frame, label="target", epochs=40, regression_stop=-1)
+    assert off.stopped == "trained the 40 epochs asked for" and off.epochs == 40
+    assert min(e["train"]["MSE"] for e in off.history) <= 1.0  # it went under 1 and went on
+
+
+def test_overwrite_with_best_model_keeps_the_best_scoring_model(tmp_path):
+    """Validation logloss is lowest at epoch 19 of 30 here: with the setting on, the kept model (its saved
+    weights, h2o_metrics.json) is that epoch's; off, the last epoch's."""
+    frame, valid = table_frame(), table_frame(n=60, seed=5)
+    kept = {}
+    for on in (True, False):
+        exp, problem = experiment("tabular_classification", frame, epochs=30, overwrite_with_best_model=on)
+        folder = _train_fold(exp, problem, frame, tmp_path / str(on), tmp_path, valid)
+        info = problem.label_info(frame, exp)
+        y = problem.encode(valid, exp, info).argmax(1)
+        history = [e["valid"]["logloss"] for e in trainer.read_state(folder)["scoring_history"]]
+        reported = json.loads((folder / "h2o_metrics.json").read_text())["valid"]["logloss"]
+        model = problem.model(exp, 2)
+        model.load_state_dict(load_file(str(folder / "model.safetensors")))  # the saved weights
+        probs = trainer.predict(model, trainer.frame_matrix(exp.tabular.columns, valid), problem.activate)
+        kept[on] = trainer.h2o_metrics("classification", y, probs, exp)["logloss"]
+        assert reported == pytest.approx(kept[on], rel=1e-5)
+        assert trainer.read_state(folder)["kept_epochs"] == (np.argmin(history) + 1 if on else 30)
+    assert np.argmin(history) < len(history) - 1  # the last model is not the best one here
+    assert kept[True] == pytest.approx(min(history), rel=1e-5)
+    assert kept[False] == pytest.approx(history[-1], rel=1e-5) and kept[False] > kept[True]
+
+
+def test_input_dropout_ratio_drops_inputs_in_training_only(tmp_path):
+    frame = table_frame()
+    rates = {}
+    for ratio in (0.0, 0.3):
+        exp, problem = experiment("tabular_classification", frame, epochs=5, input_dropout_ratio=ratio)
+        info = problem.label_info(frame, exp)
+        model = problem.model(exp, 2)
+        dropped = {True: [0, 0], False: [0, 0]}  # by training mode: [inputs dropped, inputs not zero]
+
+        def count(module, inputs, output, dropped=dropped):
+            given = inputs[0] != 0
+            dropped[module.training][0] += int((output[given] == 0).sum())
+            dropped[module.training][1] += int(given.sum())
+
+        model.net[0].register_forward_hook(count)  # the input dropout layer, on the encoded inputs
+        train = trainer.table(frame, problem.encode(frame, exp, info), exp, "classification")
+        trainer.fit(exp, "classification", model, train, train, problem.activate, seed=1)
+        rates[ratio] = dropped[True][0] / dropped[True][1]
+        assert dropped[False][0] == 0 and dropped[False][1] > 0  # scored every epoch, never dropped
+    assert rates[0.0] == 0
+    assert rates[0.3] == pytest.approx(0.3, abs=0.03)  # 3,000 draws: 5 epochs x 200 rows x 3 inputs
+    rows = [{"x1": 0.3, "x2": -1.0, "colour": "red"}, {"x1": -0.2, "x2": 0.4, "colour": "blue"}]
+    report = export.export(exp, problem, info, [model], rows, tmp_path / "export")
+    assert report["max_abs_diff"] <= 1e-4  # the ONNX graph is the eval model: no dropout in it
+    scorer = scoring.Scorer(tmp_path / "export")
+    assert scorer.predict([scorer.load(r) for r in rows]) == scorer.predict([scorer.load(r) for r in rows])
 
 
 def test_fractional_epochs_train_that_share_of_the_rows():
@@ -294,12 +359,14 @@ def test_classification_metrics_are_h2os():
 
 
 # ---------------------------------------------------------------------------------- models from other runs
-def _train_fold(exp, problem, frame, out, tmp_path):
+def _train_fold(exp, problem, frame, out, tmp_path, valid=None):
     info = problem.label_info(frame, exp)
     targets = problem.encode(frame, exp, info)
+    valid_targets = targets[:0] if valid is None else problem.encode(valid, exp, info)
+    valid = frame.head(0) if valid is None else valid
     live = Live(str(tmp_path / "live"), report=None, save_dvc_exp=False, dvcyaml=None)
     trainer.train_fold(
-        exp, problem, info, frame, targets, frame.head(0), targets[:0], 0, out, tmp_path / "ck", live
+        exp, problem, info, frame, targets, valid, valid_targets, 0, out, tmp_path / "ck", live
     )
     return out / "fold0"
 
