@@ -36,10 +36,15 @@ def table_frame(n: int = 200, seed: int = 0, minority: float = 0.5) -> pd.DataFr
     )
 
 
-def experiment(problem_type: str, frame: pd.DataFrame, label: str = "label", **tabular):
+def experiment(problem_type: str, frame: pd.DataFrame, label: str = "label", dataset=None, **tabular):
     params = {
         "problem_type": problem_type,
-        "dataset": {"train_dataframe": "train.csv", "data_folder": ".", "label_columns": [label]},
+        "dataset": {
+            "train_dataframe": "train.csv",
+            "data_folder": ".",
+            "label_columns": [label],
+            **(dataset or {}),
+        },
         "tabular": {
             "hidden": [8, 8],
             "epochs": 5,
@@ -356,6 +361,73 @@ def test_classification_metrics_are_h2os():
         "hit_ratios",
     } <= set(valid)
     assert valid["hit_ratios"][1] == 1.0 and np.array(valid["confusion_matrix"]).sum() == 200
+
+
+# ---------------------------------------------------------------------------------- cross-validation folds
+def _split(tmp_path, monkeypatch, frame: pd.DataFrame, fold_assignment: str) -> pd.DataFrame:
+    """The split stage on a project of `frame` (4 folds): its folds, dealt by the data type's choice."""
+    import yaml
+
+    from stages import split
+
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    params = {
+        "problem_type": "tabular_classification",
+        "dataset": {
+            "train_dataframe": "train.csv",
+            "data_folder": ".",
+            "label_columns": ["label"],
+            "number_of_folds": 4,
+        },
+        "tabular": {"ignored_columns": ["target"], "fold_assignment": fold_assignment},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    split.main(tmp_path / "params.yaml", tmp_path / "split")
+    return pd.read_parquet(tmp_path / "split" / "folds.parquet")
+
+
+def test_fold_assignment_modulo_puts_row_i_in_fold_i_mod_k(tmp_path, monkeypatch):
+    folds = _split(tmp_path, monkeypatch, table_frame(), "modulo")
+    assert folds.fold.tolist() == [i % 4 for i in range(200)]
+    random = _split(tmp_path, monkeypatch, table_frame(), "auto")  # auto: random, as H2O-3
+    assert random.fold.tolist() != [i % 4 for i in range(200)]
+    assert sorted(random.fold.value_counts().tolist()) == [50, 50, 50, 50]
+    assert random.fold.tolist() == _split(tmp_path, monkeypatch, table_frame(), "random").fold.tolist()
+
+
+def test_fold_assignment_stratified_keeps_the_class_proportions_in_every_fold(tmp_path, monkeypatch):
+    frame = table_frame(minority=0.1)  # 20 "yes" in 200: 5 per fold of 50
+    stratified = _split(tmp_path, monkeypatch, frame, "stratified")
+    assert stratified.groupby("fold").label.apply(lambda y: (y == "yes").sum()).tolist() == [5, 5, 5, 5]
+    random = _split(tmp_path, monkeypatch, frame, "random")
+    assert random.groupby("fold").label.apply(lambda y: (y == "yes").sum()).tolist() != [5, 5, 5, 5]
+
+
+def test_a_fold_assignment_that_clashes_is_a_config_error_naming_the_key():
+    frame = table_frame().assign(my_fold=np.arange(200) % 3)
+    with pytest.raises(
+        ConfigError, match="tabular.fold_assignment 'modulo' and dataset.fold_column 'my_fold'"
+    ):
+        experiment(
+            "tabular_classification", frame, fold_assignment="modulo", dataset={"fold_column": "my_fold"}
+        )
+    exp, _ = experiment("tabular_classification", frame, dataset={"fold_column": "my_fold"})  # auto: fine
+    with pytest.raises(
+        ConfigError, match="tabular.fold_assignment 'stratified' needs a categorical response"
+    ):
+        experiment("tabular_regression", frame, label="target", fold_assignment="stratified")
+    with pytest.raises(
+        ConfigError, match="tabular.fold_assignment 'random' needs dataset.validation_strategy"
+    ):
+        experiment(
+            "tabular_classification",
+            frame,
+            fold_assignment="random",
+            dataset={"validation_strategy": "automatic_holdout"},
+        )
+    with pytest.raises(ConfigError, match="tabular.fold_assignment"):
+        experiment("tabular_classification", frame, fold_assignment="sequential")  # not one of H2O-3's
 
 
 # ---------------------------------------------------------------------------------- models from other runs
