@@ -430,6 +430,78 @@ def test_a_fold_assignment_that_clashes_is_a_config_error_naming_the_key():
         experiment("tabular_classification", frame, fold_assignment="sequential")  # not one of H2O-3's
 
 
+# ---------------------------------------------------------------------------------- through the stages
+@pytest.fixture(scope="module")
+def stages_run(tmp_path_factory):
+    """A tabular classification project (3 folds, all trained, a labeled test frame) through split, train,
+    pseudo_label, evaluate and export, by their main()s as the CLI calls them."""
+    import os
+
+    import yaml
+
+    from deuterium import paths
+    from stages import evaluate, pseudo_label, split, train
+    from stages import export as export_stage
+
+    root = tmp_path_factory.mktemp("tabular_stages")
+    table_frame(240).to_csv(root / "train.csv", index=False)
+    table_frame(60, seed=9).to_csv(root / "test.csv", index=False)
+    params = {
+        "problem_type": "tabular_classification",
+        "dataset": {
+            "train_dataframe": "train.csv",
+            "test_dataframe": "test.csv",
+            "data_folder": ".",
+            "label_columns": ["label"],
+            "validation_strategy": "k_fold",
+            "number_of_folds": 3,
+            "selected_folds": "all",
+        },
+        "tabular": {
+            "ignored_columns": ["target"],
+            "hidden": [8],
+            "epochs": 3,
+            "seed": 1,
+            "stopping_rounds": 0,
+        },
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    before = os.getcwd()
+    os.chdir(root)  # the data paths in params.yaml are relative to the project
+    try:
+        split.main(root / "params.yaml", root / paths.SPLIT)
+        train.main(root / "params.yaml", root / paths.SPLIT, root / paths.TRAIN, root / paths.CHECKPOINTS)
+        pseudo_label.main(
+            root / "params.yaml",
+            root / paths.SPLIT,
+            root / paths.TRAIN,
+            root / paths.PSEUDO,
+            root / paths.CHECKPOINTS,
+        )
+        evaluate.main(
+            root / "params.yaml",
+            root / paths.SPLIT,
+            root / paths.PSEUDO,
+            root / paths.EVALUATE,
+            root / paths.METRICS,
+            root / paths.PLOTS,
+        )
+        export_stage.main(root / "params.yaml", root / paths.SPLIT, root / paths.PSEUDO, root / paths.EXPORT)
+    finally:
+        os.chdir(before)
+    return root
+
+
+def test_metrics_have_the_cross_validation_summary(stages_run):
+    report = json.loads((stages_run / "metrics.json").read_text())
+    summary = report["cross_validation_summary"]
+    assert summary["folds"] == 3
+    for name in ("Accuracy", "LogLoss"):
+        folds = [report["validation"][f"fold{k}"][name] for k in range(3)]
+        assert summary["mean"][name] == pytest.approx(np.mean(folds), abs=1e-6)
+        assert summary["sd"][name] == pytest.approx(np.std(folds, ddof=1), abs=1e-6)
+
+
 # ---------------------------------------------------------------------------------- models from other runs
 def _train_fold(exp, problem, frame, out, tmp_path, valid=None):
     info = problem.label_info(frame, exp)
