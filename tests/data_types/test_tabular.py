@@ -502,6 +502,36 @@ def test_metrics_have_the_cross_validation_summary(stages_run):
         assert summary["sd"][name] == pytest.approx(np.std(folds, ddof=1), abs=1e-6)
 
 
+def test_the_standalone_scorer_scores_every_row_of_a_frame(stages_run, tmp_path, caplog):
+    """python -m serving.score artifacts/export test.csv: one output row per frame row, as evaluate scored
+    them; a row that cannot be scored is named (file, row, column) and the others are still written."""
+    from serving import score
+
+    model = stages_run / "artifacts/export"
+    assert score.main(model, [stages_run / "test.csv"], tmp_path / "p.csv") == 0
+    scored = pd.read_csv(tmp_path / "p.csv")
+    evaluated = pd.read_parquet(stages_run / "artifacts/evaluate/test_predictions.parquet")
+    assert scored.row.tolist() == [f"{stages_run / 'test.csv'}:{i}" for i in range(1, 61)]
+    assert scored.label.tolist() == evaluated.predicted_label.tolist()
+    assert np.allclose(scored[["prob_no", "prob_yes"]], evaluated[["prob_no", "prob_yes"]], atol=1e-5)
+
+    some = table_frame(3, seed=9)
+    some.loc[1, "x1"] = np.nan  # missing: the training mean
+    some.to_parquet(tmp_path / "some.parquet")
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    (rows / "a.json").write_text(json.dumps({"x1": 0.3, "x2": None, "colour": "purple"}))  # an unseen level
+    (rows / "b.json").write_text(json.dumps({"x1": "abc", "x2": 1.0, "colour": "red"}))
+    assert score.main(model, [tmp_path / "some.parquet", rows], tmp_path / "q.csv") == 1  # b.json failed
+    scored = pd.read_csv(tmp_path / "q.csv")
+    assert scored.row.tolist() == [
+        *(f"{tmp_path / 'some.parquet'}:{i}" for i in (1, 2, 3)),
+        str(rows / "a.json"),
+    ]
+    assert scored.label.notna().all()
+    assert f"{rows / 'b.json'}: x1: 'abc' is not a number" in caplog.text
+
+
 # ---------------------------------------------------------------------------------- models from other runs
 def _train_fold(exp, problem, frame, out, tmp_path, valid=None):
     info = problem.label_info(frame, exp)
