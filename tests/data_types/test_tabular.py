@@ -532,6 +532,20 @@ def test_the_standalone_scorer_scores_every_row_of_a_frame(stages_run, tmp_path,
     assert f"{rows / 'b.json'}: x1: 'abc' is not a number" in caplog.text
 
 
+def test_the_retrain_flow_scores_the_holdout_rows_with_an_exported_model(stages_run):
+    """flows/retrain.py scores champion and challenger again on the holdout: here, its rows."""
+    from flows.retrain import holdout_files, holdout_of, model_outputs, paired_comparison
+
+    exp = config.load(stages_run / "params.yaml")
+    _, frame, rows = holdout_files(stages_run, exp)
+    outputs, info = model_outputs(stages_run / "artifacts/export", rows)
+    evaluated = pd.read_parquet(stages_run / "artifacts/evaluate/test_predictions.parquet")
+    assert np.allclose(outputs, evaluated[["prob_no", "prob_yes"]], atol=1e-5)
+    champion, challenger, test = paired_comparison(exp, frame, (outputs, info), (outputs, info), 0.95)
+    assert champion == challenger and test.n == 60 and not test.significant(0.0)
+    assert holdout_of(stages_run, exp).content is not None
+
+
 # ---------------------------------------------------------------------------------- models from other runs
 def _train_fold(exp, problem, frame, out, tmp_path, valid=None):
     info = problem.label_info(frame, exp)
