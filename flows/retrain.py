@@ -299,6 +299,18 @@ def training_data(
     return settings, {n: h for n, h in new_files.items() if h not in old}
 
 
+def experiment_copies(
+    project: Path, copies: list[str], new: dict[str, str], replace: bool, work: Path
+) -> list[str]:
+    """What `dvc exp run -C` copies into the temporary experiment. Appending, the experiment reads the
+    appended dataframe in `work`, not the new one: copying the new one anyway failed when it was a file in
+    a folder git does not have (DVC does not make its parent folder: "Unable to copy ... No such file")."""
+    if replace:
+        return copies
+    dataframe = new["dataset.train_dataframe"]
+    return [_shown(project, work / TRAINING), *(c for c in copies if c != dataframe)]
+
+
 def write_frame_csv(frame: pd.DataFrame, path: Path) -> None:
     io.write_text(frame.to_csv(index=False), path)
 
@@ -629,8 +641,7 @@ def retrain(
     validate_new_data(project, with_new, work)  # the new rows as given, so errors name their file and row
     data, new_files = training_data(project, params, new, replace, work)
     check_holdout_untouched(project, exp, new_files, str(new_data))
-    if not replace:
-        copies = [_shown(project, work / TRAINING), *copies]
+    copies = experiment_copies(project, copies, new, replace, work)
     settings = _items(data) + list(set_params or [])
 
     stages = stage_order(project)

@@ -16,6 +16,7 @@ from flows.retrain import (
     apply_settings,
     check_holdout_untouched,
     data_settings,
+    experiment_copies,
     holdout_of,
     load_experiment,
     paired_comparison,
@@ -195,3 +196,22 @@ def test_a_new_row_with_a_holdout_rows_values_is_refused(rows_project):
     ):
         check_holdout_untouched.fn(rows_project, exp, hashed, "data/incoming")
     check_holdout_untouched.fn(rows_project, exp, {"row 1": hashed["row 1"]}, "data/incoming")
+
+
+def test_appending_copies_the_appended_dataframe_not_the_new_one(rows_project):
+    """`dvc exp run -C data/incoming/train.csv` failed when git had no data/incoming (DVC makes no parent)."""
+    new = new_rows(rows_project, pd.DataFrame({"x": [9.0], "colour": ["blue"], "y": ["a"]}))
+    _, copies = data_settings(
+        rows_project, Path("data/incoming/train.csv"), None, params_of(rows_project)["dataset"]
+    )
+    assert copies == ["data/incoming/train.csv"]
+    work = rows_project / "artifacts" / "retrain" / "run"
+    assert experiment_copies(rows_project, copies, new, False, work) == ["artifacts/retrain/run/training"]
+    assert experiment_copies(rows_project, copies, new, True, work) == copies  # --replace reads the new one
+    folder, copies = data_settings(
+        rows_project, Path("data/incoming"), None, params_of(rows_project)["dataset"]
+    )
+    assert experiment_copies(rows_project, copies, folder, False, work) == [
+        "artifacts/retrain/run/training",
+        "data/incoming",
+    ]
