@@ -1,4 +1,5 @@
-"""Metrics per fold, out-of-fold overall and on the test dataframe, and the tables DVC plots draw."""
+"""Metrics per fold, out-of-fold overall and on the test dataframe, their mean and sd across folds, and the
+tables DVC plots draw."""
 
 from __future__ import annotations
 
@@ -41,6 +42,23 @@ def _attempts(problem, targets, preds) -> dict[str, tuple[float | None, str | No
                 str(said[-1].message).splitlines()[0] if said else "undefined (NaN) on these rows",
             )
     return out
+
+
+def cross_validation_summary(validation: dict) -> dict:
+    """H2O-3's cross-validation metrics summary: each metric's mean and sd (n - 1) across the folds'
+    validation scores (`oof_report`'s fold{k} entries), as {"folds": k, "mean": {metric: ...}, "sd": {...}}
+    so each reads as a row of the folds' table. A metric undefined in some fold (ROC_AUC without both
+    classes) is left out; empty with fewer than 2 folds: a spread needs two."""
+    folds = [scores for name, scores in validation.items() if name.startswith("fold")]
+    if len(folds) < 2:
+        return {}
+    names = [name for name in folds[0] if all(name in scores for scores in folds)]
+    values = {name: np.array([scores[name] for scores in folds], dtype=float) for name in names}
+    return {
+        "folds": len(folds),
+        "mean": {name: round(float(v.mean()), 6) for name, v in values.items()},
+        "sd": {name: round(float(v.std(ddof=1)), 6) for name, v in values.items()},
+    }
 
 
 def oof_report(

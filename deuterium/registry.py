@@ -145,15 +145,17 @@ def overlap(new: dict[str, str], holdout: dict[str, str]) -> list[tuple[str, str
     return [(name, by_hash[digest]) for name, digest in new.items() if digest in by_hash]
 
 
-def check_no_overlap(new: dict[str, str], holdout: dict[str, str], where: str) -> None:
-    """Refuse new training rows whose files have the same bytes as a holdout file, whatever their names."""
+def check_no_overlap(new: dict[str, str], holdout: dict[str, str], where: str, noun: str = "file") -> None:
+    """Refuse new training rows whose files have the same bytes as a holdout file, whatever their names
+    (`noun` "row": rows whose values are a holdout row's, for a data type whose input is the row)."""
     found = overlap(new, holdout)
     if found:
         shown = "; ".join(f"{n} is the holdout's {h}" for n, h in found[:10])
         more = f" (and {len(found) - 10} more)" if len(found) > 10 else ""
         raise DataError(
-            f"{where}: {len(found)} new training file(s) have the same content (sha256) as holdout files: "
-            f"{shown}{more}. Training on the holdout would make the comparison meaningless: remove those rows"
+            f"{where}: {len(found)} new training {noun}(s) have the same content (sha256) as holdout "
+            f"{noun}s: {shown}{more}. Training on the holdout would make the comparison meaningless: "
+            "remove those rows"
         )
 
 

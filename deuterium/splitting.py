@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import GroupKFold, KFold, train_test_split
+from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold, train_test_split
 
 from deuterium import io
 from deuterium.errors import DataError
@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 FOLD = "fold"
 ROW_ID = "row_id"
+# how k_fold deals rows into folds (a data type may choose; see DataType.fold_assignment):
+# random (KFold, shuffled), modulo (row i -> fold i % k), stratified (StratifiedKFold on the label column)
+FOLD_ASSIGNMENTS = ("random", "modulo", "stratified")
 
 
 def split_seed(seed: int) -> int:
@@ -31,7 +34,12 @@ def split_seed(seed: int) -> int:
     return seed if seed >= 0 else random.SystemRandom().randrange(2**31)
 
 
-def assign_folds(frame: pd.DataFrame, ds: DatasetSettings, seed: int) -> pd.DataFrame:
+def assign_folds(
+    frame: pd.DataFrame, ds: DatasetSettings, seed: int, assignment: str = "random"
+) -> pd.DataFrame:
+    """`assignment` (one of FOLD_ASSIGNMENTS) is for k_fold without a fold_column; the others ignore it."""
+    if assignment not in FOLD_ASSIGNMENTS:
+        raise ValueError(f"fold assignment {assignment!r}; known: {', '.join(FOLD_ASSIGNMENTS)}")
     frame = frame.reset_index(drop=True).copy()
     frame.insert(0, ROW_ID, np.arange(len(frame)))
     seed = max(seed, 0)
@@ -80,12 +88,29 @@ def assign_folds(frame: pd.DataFrame, ds: DatasetSettings, seed: int) -> pd.Data
                 raise DataError(
                     f"{ds.train_dataframe}: {len(frame)} rows cannot fill {ds.number_of_folds} folds"
                 )
-            splits = KFold(n_splits=ds.number_of_folds, shuffle=True, random_state=seed).split(frame)
+            splits = _k_fold(frame, ds, seed, assignment)
         frame[FOLD] = -1
         for k, (_, valid_idx) in enumerate(splits):
             frame.loc[valid_idx, FOLD] = k
         out = frame
     return out
+
+
+def _k_fold(frame: pd.DataFrame, ds: DatasetSettings, seed: int, assignment: str):
+    k = ds.number_of_folds
+    if assignment == "modulo":
+        rows = np.arange(len(frame))
+        return [(rows[rows % k != i], rows[rows % k == i]) for i in range(k)]
+    if assignment == "stratified":
+        labels = frame[ds.label_columns[0]].astype(str)  # a missing label is a class of its own
+        counts = labels.value_counts()
+        if counts.max() < k:
+            raise DataError(
+                f"{ds.train_dataframe}: stratified folds: no class of {ds.label_columns[0]!r} has "
+                f"{k} rows (the most is {counts.max()}); lower dataset.number_of_folds"
+            )
+        return StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(frame, labels)
+    return KFold(n_splits=k, shuffle=True, random_state=seed).split(frame)
 
 
 def sample_fold(

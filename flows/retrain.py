@@ -9,7 +9,8 @@
 
 A run, step by step:
 0. The new rows are APPENDED to params.yaml's training dataframe (rows whose files have the same bytes
-   as a training file already there are not added twice): the challenger trains on the old rows and
+   as a training file already there are not added twice; for a data type whose input is the row itself,
+   rows whose values, labels aside, are a training row's): the challenger trains on the old rows and
    the new ones, written as artifacts/retrain/<run>/training/train.csv. `--replace` trains on the new rows alone.
 1. The validate stage checks the training data (with params.yaml and the new paths). Bad data stops
    the run here: nothing is trained, the champion and the workspace stay as they were. So do new rows
@@ -32,6 +33,7 @@ A run, step by step:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -180,6 +182,42 @@ def file_hashes(folder: Path, names: Sequence[object]) -> dict[str, str]:
     return hashes
 
 
+def row_hashes(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, str]:
+    """ "row N" -> sha256 of the row's values in `columns` (missing: null; 3 and 3.0 alike): a row's content,
+    for a data type whose input is the row itself, as file_hashes is a file's."""
+
+    def plain(value: object) -> object:
+        if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
+            return None
+        if isinstance(value, bool | np.bool_):
+            return bool(value)
+        return float(value) if isinstance(value, int | float | np.number) else str(value)
+
+    rows = frame.reindex(columns=list(columns)).astype(object).itertuples(index=False)
+    return {
+        f"row {i}": hashlib.sha256(json.dumps([plain(v) for v in row]).encode()).hexdigest()
+        for i, row in enumerate(rows, start=1)
+    }
+
+
+def input_columns(project: Path, exp: ExperimentBase) -> list[str]:
+    """What a row's content is, for a data type without files: the holdout's columns but the labels (the
+    same columns on every side, so a new row and a holdout or training row compare)."""
+    _, frame, _ = holdout_files(project, exp)
+    return [c for c in frame.columns if c not in exp.dataset.label_columns]
+
+
+def input_hashes(
+    project: Path, exp: ExperimentBase, frame: pd.DataFrame, folder: Path
+) -> tuple[dict[str, str], str]:
+    """The rows' inputs as name -> sha256 and what they are ("file" or "row"): the bytes of the files
+    they name, or (a data type whose input is the row) their values."""
+    column = problems.of(exp).data.column(exp)
+    if column:
+        return file_hashes(folder, frame[column]), "file"
+    return row_hashes(frame, input_columns(project, exp)), "row"
+
+
 def append_rows(
     old: pd.DataFrame, old_folder: Path, new: pd.DataFrame, new_folder: Path, column: str, required: list[str]
 ) -> tuple[pd.DataFrame, Path]:
@@ -191,6 +229,8 @@ def append_rows(
             f"the new data lacks column(s) {missing} of the training dataframe; appending needs "
             f"{required} (or train on the new rows alone with --replace)"
         )
+    if not column:  # the rows are the input: they name no files to find from one folder
+        return pd.concat([old, new], ignore_index=True), old_folder
     root = Path(os.path.commonpath([old_folder, new_folder]))
 
     def named_from_root(frame: pd.DataFrame, folder: Path) -> pd.DataFrame:
@@ -216,24 +256,31 @@ def training_data(
     problem = problems.of(exp_new)
     column = problem.data.column(exp_new)
     new_frame = io.read_frame(_path(project, new["dataset.train_dataframe"]))
-    if column not in new_frame.columns:
+    if column and column not in new_frame.columns:
         raise DataError(f"{new['dataset.train_dataframe']}: no column {column!r} naming the files")
     new_folder = _path(project, exp_new.dataset.data_folder).resolve()
-    new_files = file_hashes(new_folder, new_frame[column])
+    new_files, noun = input_hashes(project, exp_new, new_frame, new_folder)
     if replace:
         return new, new_files
 
     exp = load_experiment(project, params)
     old_frame = io.read_frame(_path(project, exp.dataset.train_dataframe))
     old_folder = _path(project, exp.dataset.data_folder).resolve()
-    old = set(file_hashes(old_folder, old_frame[column]).values())
-    known = new_frame[column].astype(str).map(lambda n: new_files.get(n) in old)
+    old = set(input_hashes(project, exp, old_frame, old_folder)[0].values())
+    names = (
+        new_frame[column].astype(str)
+        if column
+        else pd.Series([f"row {i + 1}" for i in range(len(new_frame))])
+    )
+    known = names.map(lambda n: new_files.get(n) in old)
     if known.any():
         log.info(
-            "%d new row(s) are already in the training data (the same file bytes): not added twice",
+            "%d new row(s) are already in the training data (the same %s content): not added twice",
             known.sum(),
+            noun,
         )
-    required = [column, *exp.dataset.label_columns]
+    # rows without files: every column the old rows have (the model's inputs are chosen from them)
+    required = [column, *exp.dataset.label_columns] if column else list(old_frame.columns)
     frame, root = append_rows(
         old_frame, old_folder, new_frame[~known.to_numpy()], new_folder, column, required
     )
@@ -250,6 +297,18 @@ def training_data(
     if exp.dataset.test_dataframe and not exp.dataset.data_folder_test:
         settings["dataset.data_folder_test"] = _shown(project, old_folder)  # the same holdout, same files
     return settings, {n: h for n, h in new_files.items() if h not in old}
+
+
+def experiment_copies(
+    project: Path, copies: list[str], new: dict[str, str], replace: bool, work: Path
+) -> list[str]:
+    """What `dvc exp run -C` copies into the temporary experiment. Appending, the experiment reads the
+    appended dataframe in `work`, not the new one: copying the new one anyway failed when it was a file in
+    a folder git does not have (DVC does not make its parent folder: "Unable to copy ... No such file")."""
+    if replace:
+        return copies
+    dataframe = new["dataset.train_dataframe"]
+    return [_shown(project, work / TRAINING), *(c for c in copies if c != dataframe)]
 
 
 def write_frame_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -277,6 +336,8 @@ def holdout_files(project: Path, exp: ExperimentBase) -> tuple[Path, pd.DataFram
 
 def holdout_of(project: Path, exp: ExperimentBase) -> registry.Holdout:
     path, _, files = holdout_files(project, exp)
+    if not problems.of(exp).data.column(exp):
+        files = []  # the rows are the input: the dataframe's bytes are all its content
     return registry.fingerprint(path, _shown(project, path), files)
 
 
@@ -284,10 +345,12 @@ def holdout_of(project: Path, exp: ExperimentBase) -> registry.Holdout:
 def check_holdout_untouched(
     project: Path, exp: ExperimentBase, new_files: dict[str, str], where: str
 ) -> None:
-    """New training rows whose files have the bytes of a holdout file stop the run before training."""
+    """New training rows whose files have the bytes of a holdout file (or, without files, whose values are a
+    holdout row's) stop the run before training."""
     _, frame, _ = holdout_files(project, exp)
     folder = _path(project, exp.dataset.test_data_folder).resolve()
-    registry.check_no_overlap(new_files, file_hashes(folder, frame[problems.of(exp).data.column(exp)]), where)
+    holdout, noun = input_hashes(project, exp, frame, folder)
+    registry.check_no_overlap(new_files, holdout, where, noun)
 
 
 @task(cache_policy=NO_CACHE)
@@ -578,8 +641,7 @@ def retrain(
     validate_new_data(project, with_new, work)  # the new rows as given, so errors name their file and row
     data, new_files = training_data(project, params, new, replace, work)
     check_holdout_untouched(project, exp, new_files, str(new_data))
-    if not replace:
-        copies = [_shown(project, work / TRAINING), *copies]
+    copies = experiment_copies(project, copies, new, replace, work)
     settings = _items(data) + list(set_params or [])
 
     stages = stage_order(project)

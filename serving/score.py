@@ -4,9 +4,11 @@
 
 Each INPUT is a file, a folder (searched recursively for the files the model's data type reads) or a CSV
 whose `--column` (default: the column the model was trained with) names files relative to the CSV's
-folder (or `--data-folder`). One row per scored file goes to the
-output CSV; a file that cannot be scored is reported on its own line, and the exit status is 1 if any
-failed, after the others are written.
+folder (or `--data-folder`). For a model whose data type reads no files (its input is a row of values),
+a CSV, TSV or parquet INPUT is a frame whose every row is scored, read as the pipeline reads its
+dataframes; its rows are named PATH:N (N = 1 for the first row after the header), in a `row` column
+instead of `file`. One row per scored input goes to the output CSV; an input that cannot be scored is
+reported on its own line, and the exit status is 1 if any failed, after the others are written.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from deuterium.scoring import Scorer
 log = logging.getLogger(__name__)
 
 GROUP = 32  # files decoded and scored together
+FRAME_SUFFIXES = frozenset({".csv", ".tsv", ".parquet"})  # frames of rows, for a data type without files
 
 
 @dataclass(frozen=True)
@@ -36,14 +39,29 @@ class Item:
     name: str  # as the user gave it: the argument, the path found in a folder, the CSV cell
     path: Path | None
     error: str | None = None
+    row: dict | None = None  # a frame's row (column -> value), for a data type whose input is a row
+
+
+def frame_rows(path: Path) -> list[Item]:
+    """Every row of a dataframe file, as the decoder takes it: column -> value, a missing value None."""
+    frame = dio.read_frame(path)
+    rows = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    return [Item(f"{path}:{i}", None, row=row) for i, row in enumerate(rows, start=1)]
 
 
 def collect(
-    inputs: list[Path], column: str, suffixes: frozenset[str], data_folder: Path | None = None
+    inputs: list[Path],
+    column: str,
+    suffixes: frozenset[str],
+    data_folder: Path | None = None,
+    rows_are_inputs: bool = False,
 ) -> list[Item]:
+    """`rows_are_inputs`: the model's data type reads no files, so a dataframe file is rows to score."""
     items: list[Item] = []
     for given in inputs:
-        if given.is_dir():
+        if rows_are_inputs and given.suffix.lower() in FRAME_SUFFIXES:
+            items += frame_rows(given)
+        elif given.is_dir():
             found = sorted(p for p in given.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
             if not found:
                 raise DataError(
@@ -76,32 +94,33 @@ def _from_csv(path: Path, column: str, folder: Path) -> list[Item]:
     return items
 
 
-def _row(name: str, prediction: dict) -> dict:
+def _row(name: str, prediction: dict, key: str = "file") -> dict:
     if "probabilities" in prediction:
         probs = {f"prob_{label}": p for label, p in prediction["probabilities"].items()}
         # multi-label answers name every chosen class: one cell, joined by ";"
         label = prediction["label"] if "label" in prediction else ";".join(prediction["labels"])
-        return {"file": name, "label": label, **probs}
-    return {"file": name, **prediction["predictions"]}
+        return {key: name, "label": label, **probs}
+    return {key: name, **prediction["predictions"]}
 
 
-def score(scorer: Scorer, items: list[Item]) -> tuple[list[dict], list[str]]:
-    """Prediction rows for the files that load, and one message per file that does not."""
+def score(scorer: Scorer, items: list[Item], key: str = "file") -> tuple[list[dict], list[str]]:
+    """Prediction rows for the inputs that load, and one message per input that does not; `key` is the
+    output column naming the input (file, or row)."""
     rows: list[dict] = []
     failures: list[str] = []
     groups = [items[i : i + GROUP] for i in range(0, len(items), GROUP)]
     for group in track(groups, description="scoring", disable=not sys.stderr.isatty()):
         names, decoded = [], []
         for item in group:
-            if item.error is not None or not item.path.is_file():
+            if item.error is not None or (item.row is None and not item.path.is_file()):
                 failures.append(item.error or f"{item.name}: no such file")
                 continue
             try:
-                decoded.append(scorer.load(item.path, item.name))
+                decoded.append(scorer.load(item.row if item.row is not None else item.path, item.name))
                 names.append(item.name)
             except DeuteriumError as err:
-                failures.append(str(err))
-        rows += [_row(n, p) for n, p in zip(names, scorer.predict(decoded), strict=True)]
+                failures.append(str(err) if item.name in str(err) else f"{item.name}: {err}")
+        rows += [_row(n, p, key) for n, p in zip(names, scorer.predict(decoded), strict=True)]
     return rows, failures
 
 
@@ -124,17 +143,20 @@ def main(
     """Score every input into `out`; returns how many files failed."""
     scorer = Scorer(model_dir, providers=providers)
     data_type = data_types.get(scorer.pre.data_type)
-    column = column or scorer.pre.column or data_type.dataset_fields[data_type.column_key][1]
-    items = collect(inputs, column, data_type.file_suffixes, data_folder)
-    rows, failures = score(scorer, items)
+    rows_are_inputs = not data_type.column_key  # no column of files: a row of values is the input
+    if not rows_are_inputs:
+        column = column or scorer.pre.column or data_type.dataset_fields[data_type.column_key][1]
+    items = collect(inputs, column or "", data_type.file_suffixes, data_folder, rows_are_inputs)
+    key = "row" if rows_are_inputs else "file"
+    rows, failures = score(scorer, items, key)
     pre = scorer.pre
     outputs = (
         ["label", *(f"prob_{label}" for label in pre.labels)] if pre.is_classification else pre.target_names
     )
-    write_csv(rows, ["file", *outputs], out)
+    write_csv(rows, [key, *outputs], out)
     for message in failures:
         log.error("failed: %s", message)
-    log.info("%d of %d files scored into %s; %d failed", len(rows), len(items), out, len(failures))
+    log.info("%d of %d inputs scored into %s; %d failed", len(rows), len(items), out, len(failures))
     return len(failures)
 
 

@@ -1,4 +1,5 @@
-"""Score the final models: the chosen metric and the others per fold, out-of-fold and on the test dataframe."""
+"""Score the final models: the chosen metric and the others per fold (and their mean and sd across folds),
+out-of-fold and on the test dataframe."""
 
 import argparse
 import logging
@@ -45,6 +46,9 @@ def main(
         targets = problem.encode(folds, exp, info)
         preds = fitting.predictions_from(oof, problem.output_columns(info))
         report["validation"] = evaluation.oof_report(problem, oof, folds, targets, preds)
+        summary = evaluation.cross_validation_summary(report["validation"])
+        if summary:  # two folds or more
+            report["cross_validation_summary"] = summary
         rows = (
             pd.Series(range(len(folds)), index=folds[splitting.ROW_ID]).loc[oof[splitting.ROW_ID]].to_numpy()
         )
@@ -88,6 +92,15 @@ def main(
         if part in report:
             value = report[part]["overall"][metric] if part == "validation" else report[part][metric]
             log.info("%s %s: %.4f", part, metric, value)
+    cv = report.get("cross_validation_summary", {})
+    if metric in cv.get("mean", {}):
+        log.info(
+            "cross-validation %s: mean %.4f, sd %.4f over %d folds",
+            metric,
+            cv["mean"][metric],
+            cv["sd"][metric],
+            cv["folds"],
+        )
     log.info("metrics: %s", metrics_file)
 
 

@@ -17,7 +17,8 @@ def main(params: Path = Path("params.yaml"), out_dir: Path = paths.SPLIT) -> Non
         info = previous.data_info(exp.previous_experiment)
     else:
         seed = splitting.split_seed(exp.environment.seed)  # -1: drawn once, recorded
-        folds = splitting.assign_folds(io.read_frame(exp.dataset.train_dataframe), exp.dataset, seed)
+        frame = io.read_frame(exp.dataset.train_dataframe)
+        folds = splitting.assign_folds(frame, exp.dataset, seed, problem.data.fold_assignment(exp))
         info = {"problem_type": exp.problem_type, "split_seed": seed, **problem.label_info(folds, exp)}
         chosen = problem.data.choose(problem.files(folds, exp), exp)
         if chosen is not None:

@@ -93,3 +93,15 @@ def test_seed_minus_one_draws_one_split_seed_for_the_split_and_the_sampling(monk
     assert splitting.split_seed(7) == 7
     drawn = {splitting.split_seed(-1) for _ in range(5)}
     assert len(drawn) > 1 and all(s >= 0 for s in drawn)  # a real draw, not a fixed 0
+
+
+def test_fold_assignments_of_k_fold():
+    ds = dataset(validation_strategy="k_fold", number_of_folds=4, label_columns=["digit"])
+    modulo = splitting.assign_folds(frame(), ds, 1, "modulo")
+    assert modulo.fold.tolist() == [i % 4 for i in range(60)]
+    stratified = splitting.assign_folds(frame(), ds, 1, "stratified")
+    assert stratified.groupby("digit").fold.nunique().min() == 4  # each digit's 6 rows in all 4 folds
+    with pytest.raises(DataError, match="no class of 'digit' has 4 rows"):
+        splitting.assign_folds(frame(12), ds, 1, "stratified")
+    with pytest.raises(ValueError, match="fold assignment 'sequential'"):
+        splitting.assign_folds(frame(), ds, 1, "sequential")

@@ -144,6 +144,10 @@ class DataType:
         section = type(model_exp).data_section
         return exp.model_copy(update={section: getattr(model_exp, section)})
 
+    def fold_assignment(self, exp: ExperimentBase) -> str:
+        """split: how k_fold deals rows into folds, one of deuterium.splitting.FOLD_ASSIGNMENTS."""
+        return "random"
+
     # --- scoring (torch-free) -------------------------------------------------------------
     def preprocessing(self, exp: ExperimentBase) -> dict:
         """The `input` part of preprocessing.json: everything its Decoder needs."""

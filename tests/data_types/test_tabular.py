@@ -3,11 +3,14 @@ input answered with an error naming the column."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from dvclive import Live
+from safetensors.torch import load_file
 
 from deuterium import config, export, problems, scoring
 from deuterium.data_types.tabular import trainer
@@ -33,10 +36,15 @@ def table_frame(n: int = 200, seed: int = 0, minority: float = 0.5) -> pd.DataFr
     )
 
 
-def experiment(problem_type: str, frame: pd.DataFrame, label: str = "label", **tabular):
+def experiment(problem_type: str, frame: pd.DataFrame, label: str = "label", dataset=None, **tabular):
     params = {
         "problem_type": problem_type,
-        "dataset": {"train_dataframe": "train.csv", "data_folder": ".", "label_columns": [label]},
+        "dataset": {
+            "train_dataframe": "train.csv",
+            "data_folder": ".",
+            "label_columns": [label],
+            **(dataset or {}),
+        },
         "tabular": {
             "hidden": [8, 8],
             "epochs": 5,
@@ -146,6 +154,68 @@ def test_max_runtime_secs_and_classification_stop_say_why():
     assert timed.stopped.startswith("max_runtime_secs") and timed.epochs < 1000
     *_, good = fit("tabular_classification", frame, epochs=100, classification_stop=0.3)
     assert good.stopped.startswith("classification_stop") and good.epochs < 100
+
+
+def test_regression_stop_stops_when_the_training_mse_is_under_it_and_says_why():
+    frame = table_frame()
+    *_, stopped = fit("tabular_regression", frame, label="target", epochs=40, regression_stop=1.0)
+    mses = [e["train"]["MSE"] for e in stopped.history]
+    assert stopped.stopped.startswith("regression_stop: training MSE") and stopped.epochs < 40
+    assert mses[-1] <= 1.0 < min(mses[:-1])  # the first scoring event under it, not later
+    *_, off = fit("tabular_regression", frame, label="target", epochs=40, regression_stop=-1)
+    assert off.stopped == "trained the 40 epochs asked for" and off.epochs == 40
+    assert min(e["train"]["MSE"] for e in off.history) <= 1.0  # it went under 1 and went on
+
+
+def test_overwrite_with_best_model_keeps_the_best_scoring_model(tmp_path):
+    """Validation logloss is lowest at epoch 19 of 30 here: with the setting on, the kept model (its saved
+    weights, h2o_metrics.json) is that epoch's; off, the last epoch's."""
+    frame, valid = table_frame(), table_frame(n=60, seed=5)
+    kept = {}
+    for on in (True, False):
+        exp, problem = experiment("tabular_classification", frame, epochs=30, overwrite_with_best_model=on)
+        folder = _train_fold(exp, problem, frame, tmp_path / str(on), tmp_path, valid)
+        info = problem.label_info(frame, exp)
+        y = problem.encode(valid, exp, info).argmax(1)
+        history = [e["valid"]["logloss"] for e in trainer.read_state(folder)["scoring_history"]]
+        reported = json.loads((folder / "h2o_metrics.json").read_text())["valid"]["logloss"]
+        model = problem.model(exp, 2)
+        model.load_state_dict(load_file(str(folder / "model.safetensors")))  # the saved weights
+        probs = trainer.predict(model, trainer.frame_matrix(exp.tabular.columns, valid), problem.activate)
+        kept[on] = trainer.h2o_metrics("classification", y, probs, exp)["logloss"]
+        assert reported == pytest.approx(kept[on], rel=1e-5)
+        assert trainer.read_state(folder)["kept_epochs"] == (np.argmin(history) + 1 if on else 30)
+    assert np.argmin(history) < len(history) - 1  # the last model is not the best one here
+    assert kept[True] == pytest.approx(min(history), rel=1e-5)
+    assert kept[False] == pytest.approx(history[-1], rel=1e-5) and kept[False] > kept[True]
+
+
+def test_input_dropout_ratio_drops_inputs_in_training_only(tmp_path):
+    frame = table_frame()
+    rates = {}
+    for ratio in (0.0, 0.3):
+        exp, problem = experiment("tabular_classification", frame, epochs=5, input_dropout_ratio=ratio)
+        info = problem.label_info(frame, exp)
+        model = problem.model(exp, 2)
+        dropped = {True: [0, 0], False: [0, 0]}  # by training mode: [inputs dropped, inputs not zero]
+
+        def count(module, inputs, output, dropped=dropped):
+            given = inputs[0] != 0
+            dropped[module.training][0] += int((output[given] == 0).sum())
+            dropped[module.training][1] += int(given.sum())
+
+        model.net[0].register_forward_hook(count)  # the input dropout layer, on the encoded inputs
+        train = trainer.table(frame, problem.encode(frame, exp, info), exp, "classification")
+        trainer.fit(exp, "classification", model, train, train, problem.activate, seed=1)
+        rates[ratio] = dropped[True][0] / dropped[True][1]
+        assert dropped[False][0] == 0 and dropped[False][1] > 0  # scored every epoch, never dropped
+    assert rates[0.0] == 0
+    assert rates[0.3] == pytest.approx(0.3, abs=0.03)  # 3,000 draws: 5 epochs x 200 rows x 3 inputs
+    rows = [{"x1": 0.3, "x2": -1.0, "colour": "red"}, {"x1": -0.2, "x2": 0.4, "colour": "blue"}]
+    report = export.export(exp, problem, info, [model], rows, tmp_path / "export")
+    assert report["max_abs_diff"] <= 1e-4  # the ONNX graph is the eval model: no dropout in it
+    scorer = scoring.Scorer(tmp_path / "export")
+    assert scorer.predict([scorer.load(r) for r in rows]) == scorer.predict([scorer.load(r) for r in rows])
 
 
 def test_fractional_epochs_train_that_share_of_the_rows():
@@ -293,13 +363,198 @@ def test_classification_metrics_are_h2os():
     assert valid["hit_ratios"][1] == 1.0 and np.array(valid["confusion_matrix"]).sum() == 200
 
 
+# ---------------------------------------------------------------------------------- cross-validation folds
+def _split(tmp_path, monkeypatch, frame: pd.DataFrame, fold_assignment: str) -> pd.DataFrame:
+    """The split stage on a project of `frame` (4 folds): its folds, dealt by the data type's choice."""
+    import yaml
+
+    from stages import split
+
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    params = {
+        "problem_type": "tabular_classification",
+        "dataset": {
+            "train_dataframe": "train.csv",
+            "data_folder": ".",
+            "label_columns": ["label"],
+            "number_of_folds": 4,
+        },
+        "tabular": {"ignored_columns": ["target"], "fold_assignment": fold_assignment},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    split.main(tmp_path / "params.yaml", tmp_path / "split")
+    return pd.read_parquet(tmp_path / "split" / "folds.parquet")
+
+
+def test_fold_assignment_modulo_puts_row_i_in_fold_i_mod_k(tmp_path, monkeypatch):
+    folds = _split(tmp_path, monkeypatch, table_frame(), "modulo")
+    assert folds.fold.tolist() == [i % 4 for i in range(200)]
+    random = _split(tmp_path, monkeypatch, table_frame(), "auto")  # auto: random, as H2O-3
+    assert random.fold.tolist() != [i % 4 for i in range(200)]
+    assert sorted(random.fold.value_counts().tolist()) == [50, 50, 50, 50]
+    assert random.fold.tolist() == _split(tmp_path, monkeypatch, table_frame(), "random").fold.tolist()
+
+
+def test_fold_assignment_stratified_keeps_the_class_proportions_in_every_fold(tmp_path, monkeypatch):
+    frame = table_frame(minority=0.1)  # 20 "yes" in 200: 5 per fold of 50
+    stratified = _split(tmp_path, monkeypatch, frame, "stratified")
+    assert stratified.groupby("fold").label.apply(lambda y: (y == "yes").sum()).tolist() == [5, 5, 5, 5]
+    random = _split(tmp_path, monkeypatch, frame, "random")
+    assert random.groupby("fold").label.apply(lambda y: (y == "yes").sum()).tolist() != [5, 5, 5, 5]
+
+
+def test_a_fold_assignment_that_clashes_is_a_config_error_naming_the_key():
+    frame = table_frame().assign(my_fold=np.arange(200) % 3)
+    with pytest.raises(
+        ConfigError, match="tabular.fold_assignment 'modulo' and dataset.fold_column 'my_fold'"
+    ):
+        experiment(
+            "tabular_classification", frame, fold_assignment="modulo", dataset={"fold_column": "my_fold"}
+        )
+    exp, _ = experiment("tabular_classification", frame, dataset={"fold_column": "my_fold"})  # auto: fine
+    with pytest.raises(
+        ConfigError, match="tabular.fold_assignment 'stratified' needs a categorical response"
+    ):
+        experiment("tabular_regression", frame, label="target", fold_assignment="stratified")
+    with pytest.raises(
+        ConfigError, match="tabular.fold_assignment 'random' needs dataset.validation_strategy"
+    ):
+        experiment(
+            "tabular_classification",
+            frame,
+            fold_assignment="random",
+            dataset={"validation_strategy": "automatic_holdout"},
+        )
+    with pytest.raises(ConfigError, match="tabular.fold_assignment"):
+        experiment("tabular_classification", frame, fold_assignment="sequential")  # not one of H2O-3's
+
+
+# ---------------------------------------------------------------------------------- through the stages
+@pytest.fixture(scope="module")
+def stages_run(tmp_path_factory):
+    """A tabular classification project (3 folds, all trained, a labeled test frame) through split, train,
+    pseudo_label, evaluate and export, by their main()s as the CLI calls them."""
+    import os
+
+    import yaml
+
+    from deuterium import paths
+    from stages import evaluate, pseudo_label, split, train
+    from stages import export as export_stage
+
+    root = tmp_path_factory.mktemp("tabular_stages")
+    table_frame(240).to_csv(root / "train.csv", index=False)
+    table_frame(60, seed=9).to_csv(root / "test.csv", index=False)
+    params = {
+        "problem_type": "tabular_classification",
+        "dataset": {
+            "train_dataframe": "train.csv",
+            "test_dataframe": "test.csv",
+            "data_folder": ".",
+            "label_columns": ["label"],
+            "validation_strategy": "k_fold",
+            "number_of_folds": 3,
+            "selected_folds": "all",
+        },
+        "tabular": {
+            "ignored_columns": ["target"],
+            "hidden": [8],
+            "epochs": 3,
+            "seed": 1,
+            "stopping_rounds": 0,
+        },
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    before = os.getcwd()
+    os.chdir(root)  # the data paths in params.yaml are relative to the project
+    try:
+        split.main(root / "params.yaml", root / paths.SPLIT)
+        train.main(root / "params.yaml", root / paths.SPLIT, root / paths.TRAIN, root / paths.CHECKPOINTS)
+        pseudo_label.main(
+            root / "params.yaml",
+            root / paths.SPLIT,
+            root / paths.TRAIN,
+            root / paths.PSEUDO,
+            root / paths.CHECKPOINTS,
+        )
+        evaluate.main(
+            root / "params.yaml",
+            root / paths.SPLIT,
+            root / paths.PSEUDO,
+            root / paths.EVALUATE,
+            root / paths.METRICS,
+            root / paths.PLOTS,
+        )
+        export_stage.main(root / "params.yaml", root / paths.SPLIT, root / paths.PSEUDO, root / paths.EXPORT)
+    finally:
+        os.chdir(before)
+    return root
+
+
+def test_metrics_have_the_cross_validation_summary(stages_run):
+    report = json.loads((stages_run / "metrics.json").read_text())
+    summary = report["cross_validation_summary"]
+    assert summary["folds"] == 3
+    for name in ("Accuracy", "LogLoss"):
+        folds = [report["validation"][f"fold{k}"][name] for k in range(3)]
+        assert summary["mean"][name] == pytest.approx(np.mean(folds), abs=1e-6)
+        assert summary["sd"][name] == pytest.approx(np.std(folds, ddof=1), abs=1e-6)
+
+
+def test_the_standalone_scorer_scores_every_row_of_a_frame(stages_run, tmp_path, caplog):
+    """python -m serving.score artifacts/export test.csv: one output row per frame row, as evaluate scored
+    them; a row that cannot be scored is named (file, row, column) and the others are still written."""
+    from serving import score
+
+    model = stages_run / "artifacts/export"
+    assert score.main(model, [stages_run / "test.csv"], tmp_path / "p.csv") == 0
+    scored = pd.read_csv(tmp_path / "p.csv")
+    evaluated = pd.read_parquet(stages_run / "artifacts/evaluate/test_predictions.parquet")
+    assert scored.row.tolist() == [f"{stages_run / 'test.csv'}:{i}" for i in range(1, 61)]
+    assert scored.label.tolist() == evaluated.predicted_label.tolist()
+    assert np.allclose(scored[["prob_no", "prob_yes"]], evaluated[["prob_no", "prob_yes"]], atol=1e-5)
+
+    some = table_frame(3, seed=9)
+    some.loc[1, "x1"] = np.nan  # missing: the training mean
+    some.to_parquet(tmp_path / "some.parquet")
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    (rows / "a.json").write_text(json.dumps({"x1": 0.3, "x2": None, "colour": "purple"}))  # an unseen level
+    (rows / "b.json").write_text(json.dumps({"x1": "abc", "x2": 1.0, "colour": "red"}))
+    assert score.main(model, [tmp_path / "some.parquet", rows], tmp_path / "q.csv") == 1  # b.json failed
+    scored = pd.read_csv(tmp_path / "q.csv")
+    assert scored.row.tolist() == [
+        *(f"{tmp_path / 'some.parquet'}:{i}" for i in (1, 2, 3)),
+        str(rows / "a.json"),
+    ]
+    assert scored.label.notna().all()
+    assert f"{rows / 'b.json'}: x1: 'abc' is not a number" in caplog.text
+
+
+def test_the_retrain_flow_scores_the_holdout_rows_with_an_exported_model(stages_run):
+    """flows/retrain.py scores champion and challenger again on the holdout: here, its rows."""
+    from flows.retrain import holdout_files, holdout_of, model_outputs, paired_comparison
+
+    exp = config.load(stages_run / "params.yaml")
+    _, frame, rows = holdout_files(stages_run, exp)
+    outputs, info = model_outputs(stages_run / "artifacts/export", rows)
+    evaluated = pd.read_parquet(stages_run / "artifacts/evaluate/test_predictions.parquet")
+    assert np.allclose(outputs, evaluated[["prob_no", "prob_yes"]], atol=1e-5)
+    champion, challenger, test = paired_comparison(exp, frame, (outputs, info), (outputs, info), 0.95)
+    assert champion == challenger and test.n == 60 and not test.significant(0.0)
+    assert holdout_of(stages_run, exp).content is not None
+
+
 # ---------------------------------------------------------------------------------- models from other runs
-def _train_fold(exp, problem, frame, out, tmp_path):
+def _train_fold(exp, problem, frame, out, tmp_path, valid=None):
     info = problem.label_info(frame, exp)
     targets = problem.encode(frame, exp, info)
+    valid_targets = targets[:0] if valid is None else problem.encode(valid, exp, info)
+    valid = frame.head(0) if valid is None else valid
     live = Live(str(tmp_path / "live"), report=None, save_dvc_exp=False, dvcyaml=None)
     trainer.train_fold(
-        exp, problem, info, frame, targets, frame.head(0), targets[:0], 0, out, tmp_path / "ck", live
+        exp, problem, info, frame, targets, valid, valid_targets, 0, out, tmp_path / "ck", live
     )
     return out / "fold0"
 

@@ -16,6 +16,7 @@ from flows.retrain import (
     apply_settings,
     check_holdout_untouched,
     data_settings,
+    experiment_copies,
     holdout_of,
     load_experiment,
     paired_comparison,
@@ -129,3 +130,88 @@ def test_the_paired_comparison_scores_both_models_on_the_same_rows(project):
     assert (champion_value, challenger_value) == (0.5, 151 / 300)
     assert (test.test, test.challenger_only, test.champion_only, test.n) == ("mcnemar_exact", 1, 0, 300)
     assert not test.significant(0.0)
+
+
+# ---- a data type whose input is the row itself (no files): rows compare by their values
+@pytest.fixture
+def rows_project(tmp_path) -> Path:
+    """A tabular classification project: 4 training rows, a holdout of 2 rows."""
+    data = tmp_path / "data" / "tab"
+    data.mkdir(parents=True)
+    pd.DataFrame(
+        {"x": [0.0, 1.0, 2.0, 3.0], "colour": ["red", "red", "blue", None], "y": list("abab")}
+    ).to_csv(data / "train.csv", index=False)
+    pd.DataFrame({"x": [5.0, 6.0], "colour": ["red", "blue"], "y": ["a", "b"]}).to_csv(
+        data / "test.csv", index=False
+    )
+    params = {
+        "problem_type": "tabular_classification",
+        "dataset": {
+            "train_dataframe": "data/tab/train.csv",
+            "test_dataframe": "data/tab/test.csv",
+            "data_folder": "data/tab",
+            "label_columns": ["y"],
+        },
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp_path
+
+
+def new_rows(project: Path, frame: pd.DataFrame) -> dict[str, str]:
+    (project / "data" / "incoming").mkdir(parents=True, exist_ok=True)
+    frame.to_csv(project / "data" / "incoming" / "train.csv", index=False)
+    settings, _ = data_settings(project, Path("data/incoming/train.csv"), None, params_of(project)["dataset"])
+    return settings
+
+
+def test_rows_without_files_are_appended_once_and_the_holdout_is_their_dataframe(rows_project):
+    # a fresh row, and the values of training row 4 (label aside, its missing colour too): not added twice
+    new = new_rows(rows_project, pd.DataFrame({"x": [9.0, 3], "colour": ["blue", None], "y": ["a", "a"]}))
+    work = rows_project / "artifacts" / "retrain" / "run"
+    settings, new_rows_hashed = training_data(
+        rows_project, params_of(rows_project), new, replace=False, work=work
+    )
+    frame = pd.read_csv(work / "training" / "train.csv")
+    assert frame.x.tolist() == [0.0, 1.0, 2.0, 3.0, 9.0] and frame.y.tolist() == list("ababa")
+    assert list(new_rows_hashed) == ["row 1"]
+    exp = load_experiment(
+        rows_project, apply_settings(params_of(rows_project), [f"{k}={v}" for k, v in settings.items()])
+    )
+    holdout = holdout_of(rows_project, exp)
+    assert holdout == holdout_of(rows_project, config.load(rows_project / "params.yaml"))
+    assert holdout.content is not None  # the dataframe's bytes: a changed holdout row is a changed holdout
+    with pytest.raises(DataError, match=r"lacks column\(s\) \['colour'\]"):
+        training_data(
+            rows_project, params_of(rows_project), new_rows(rows_project, frame[["x", "y"]]), False, work
+        )
+
+
+def test_a_new_row_with_a_holdout_rows_values_is_refused(rows_project):
+    new = new_rows(rows_project, pd.DataFrame({"x": [9.0, 6], "colour": ["blue", "blue"], "y": ["a", "a"]}))
+    params = params_of(rows_project)
+    _, hashed = training_data(rows_project, params, new, True, rows_project / "artifacts" / "retrain" / "run")
+    exp = config.load(rows_project / "params.yaml")
+    with pytest.raises(
+        DataError, match=r"data/incoming: 1 new training row\(s\).*row 2 is the holdout's row 2"
+    ):
+        check_holdout_untouched.fn(rows_project, exp, hashed, "data/incoming")
+    check_holdout_untouched.fn(rows_project, exp, {"row 1": hashed["row 1"]}, "data/incoming")
+
+
+def test_appending_copies_the_appended_dataframe_not_the_new_one(rows_project):
+    """`dvc exp run -C data/incoming/train.csv` failed when git had no data/incoming (DVC makes no parent)."""
+    new = new_rows(rows_project, pd.DataFrame({"x": [9.0], "colour": ["blue"], "y": ["a"]}))
+    _, copies = data_settings(
+        rows_project, Path("data/incoming/train.csv"), None, params_of(rows_project)["dataset"]
+    )
+    assert copies == ["data/incoming/train.csv"]
+    work = rows_project / "artifacts" / "retrain" / "run"
+    assert experiment_copies(rows_project, copies, new, False, work) == ["artifacts/retrain/run/training"]
+    assert experiment_copies(rows_project, copies, new, True, work) == copies  # --replace reads the new one
+    folder, copies = data_settings(
+        rows_project, Path("data/incoming"), None, params_of(rows_project)["dataset"]
+    )
+    assert experiment_copies(rows_project, copies, folder, False, work) == [
+        "artifacts/retrain/run/training",
+        "data/incoming",
+    ]

@@ -1,6 +1,7 @@
 import json
 
 import pandas as pd
+import pytest
 
 
 def test_metrics_per_fold_overall_and_test(pipeline):
@@ -10,6 +11,10 @@ def test_metrics_per_fold_overall_and_test(pipeline):
         assert 0 <= report["validation"][part]["Accuracy"] <= 1
         assert report["validation"][part]["LogLoss"] > 0
     assert 0 <= report["test"]["Accuracy"] <= 1
+    summary = report["cross_validation_summary"]  # H2O-3's: mean and sd across the folds
+    folds = [report["validation"][f"fold{k}"]["Accuracy"] for k in (0, 1)]
+    assert summary["folds"] == 2 and summary["mean"]["Accuracy"] == pytest.approx(sum(folds) / 2, abs=1e-6)
+    assert summary["sd"]["Accuracy"] == pytest.approx(abs(folds[0] - folds[1]) / 2**0.5, abs=1e-6)
 
 
 def test_test_predictions_and_confusion_plot(pipeline):

@@ -20,6 +20,7 @@ from deuterium.data_types.tabular.settings import (
     TabularAugmentation,
     TabularLogging,
     TabularSettings,
+    fold_assignment_fits,
 )
 
 
@@ -39,6 +40,7 @@ class Tabular(DataType):
     json_help = "one row: an object of column name -> value (a number, a level's text, or null when missing)"
     json_example = {"x1": 1.5, "colour": "red"}
     limits_example = {"n_columns": 2, "column_names": ["x1", "colour"]}
+    settings_checks = (fold_assignment_fits,)
 
     def column(self, exp) -> str:
         return ""  # no column of files: every column is input
@@ -48,6 +50,9 @@ class Tabular(DataType):
 
     def check_file(self, path: Path, shown: str, exp) -> str | None:
         return None
+
+    def fold_assignment(self, exp) -> str:
+        return "random" if exp.tabular.fold_assignment == "auto" else exp.tabular.fold_assignment
 
     def choose(self, files: FrameRows, exp) -> dict:
         from deuterium.data_types.tabular import columns

@@ -2,7 +2,8 @@
 
 The response column is `dataset.label_columns` (one column); cross-validation (H2O's nfolds, fold_column,
 keep_cross_validation_predictions) is the shared `dataset` section's number_of_folds, fold_column and
-selected_folds: all (the out-of-fold predictions are kept in artifacts/train/oof.parquet). The shared
+selected_folds: all (the out-of-fold predictions are kept in artifacts/train/oof.parquet); H2O's
+fold_assignment is here, and the split stage deals the folds by it. The shared
 `training` section is not read by the tabular trainer: every training knob is here.
 """
 
@@ -51,6 +52,8 @@ class TabularSettings(Section):
     ignore_const_cols: bool = True
     weights_column: str | None = None
     offset_column: str | None = None  # regression: added to the linear predictor (before the link)
+    # cross-validation: how dataset.number_of_folds folds are dealt (auto: random, as H2O-3's AUTO)
+    fold_assignment: Literal["auto", "random", "modulo", "stratified"] = "auto"
     # network
     activation: Activation = "rectifier"
     hidden: list[int] = Field(default_factory=lambda: [200, 200], min_length=1)
@@ -147,6 +150,28 @@ class TabularAugmentation(MixSettings):
 
 class TabularLogging(LoggingBase):
     pass
+
+
+def fold_assignment_fits(exp) -> None:
+    """H2O-3's rules: fold_assignment or fold_column, not both; stratified needs a categorical response."""
+    chosen, ds = exp.tabular.fold_assignment, exp.dataset
+    if chosen == "auto":
+        return
+    if ds.fold_column:
+        raise ValueError(
+            f"tabular.fold_assignment {chosen!r} and dataset.fold_column {ds.fold_column!r}: give one of them "
+            "(the fold column already assigns the folds; leave fold_assignment auto)"
+        )
+    if ds.validation_strategy != "k_fold":
+        raise ValueError(
+            f"tabular.fold_assignment {chosen!r} needs dataset.validation_strategy k_fold "
+            f"(it is {ds.validation_strategy!r})"
+        )
+    if chosen == "stratified" and not exp.problem_type.endswith("_classification"):
+        raise ValueError(
+            f"tabular.fold_assignment 'stratified' needs a categorical response (tabular_classification); "
+            f"this is {exp.problem_type}: use random or modulo"
+        )
 
 
 DATASET_FIELDS: dict[str, tuple] = {}

@@ -215,6 +215,7 @@ class Result:
     stopped: str = ""  # why training ended
     class_counts: list[int] | None = None  # rows seen per class (balance_classes)
     seconds: float = 0.0
+    kept: int = -1  # the scoring event whose model is kept: the best with overwrite_with_best_model
 
 
 def _optimizer(model: TabularNet, s) -> torch.optim.Optimizer:
@@ -358,10 +359,10 @@ def _fit(exp, kind, model, train, valid, activate, seed, record, start_epochs) -
     lower = metric in LOWER_IS_BETTER or metric == "mean_residual_deviance"
     scored = np.random.default_rng(seed + 1).permutation(len(train.y))[:SCORE_TRAINING_SAMPLES]
     result = Result()
-    best, best_state, values = None, None, []
+    best, best_state, best_event, values = None, None, -1, []
 
     def score() -> None:
-        nonlocal best, best_state
+        nonlocal best, best_state, best_event
         event = {"epochs": samples / per_epoch, "samples": samples, "seconds": time.perf_counter() - started}
         event["train"] = h2o_metrics(
             kind, train.y[scored], predict(model, train.x[scored], activate), exp, train.w[scored]
@@ -380,6 +381,7 @@ def _fit(exp, kind, model, train, valid, activate, seed, record, start_epochs) -
         if best is None or (judged < best if lower else judged > best):
             best = judged
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_event = len(result.history) - 1
         model.train()
 
     model.train()
@@ -411,6 +413,7 @@ def _fit(exp, kind, model, train, valid, activate, seed, record, start_epochs) -
         result.stopped = f"trained the {s.epochs:g} epochs asked for"
     if s.overwrite_with_best_model and best_state is not None:
         model.load_state_dict(best_state)
+        result.kept = best_event
     result.epochs, result.samples = samples / per_epoch, samples
     result.class_counts = seen.tolist() if kind == "classification" else None
     result.seconds = time.perf_counter() - started
@@ -574,10 +577,12 @@ def train_fold(
         "seconds": result.seconds,
         "class_counts_seen": result.class_counts,
         "scoring_history": result.history,
+        "kept_epochs": result.history[result.kept]["epochs"] if result.history else None,
     }
     io.write_json(state, folder / STATE_FILE)
-    last = result.history[-1] if result.history else {}
-    io.write_json({k: last[k] for k in ("train", "valid") if k in last}, folder / "h2o_metrics.json")
+    # the kept model's metrics (H2O-3 reports the best model's when it overwrites with it), not the last event's
+    kept = result.history[result.kept] if result.history else {}
+    io.write_json({k: kept[k] for k in ("train", "valid") if k in kept}, folder / "h2o_metrics.json")
     if s.variable_importances:
         importance_table(model, s.columns).to_csv(folder / "variable_importances.csv", index=False)
     if s.export_weights_and_biases:
