@@ -24,6 +24,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pandas as pd
@@ -35,22 +36,15 @@ from torch import nn
 from deuterium import config, io, paths
 from deuterium.data_types.tabular.decode import encode
 from deuterium.data_types.tabular.model import LOG_LINK, TabularNet, apply_max_w2, gedeon
+from deuterium.data_types.tabular.settings import StoppingMetric
 from deuterium.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 SCORE_TRAINING_SAMPLES = 10_000  # H2O-3's score_training_samples default
 STATE_FILE = "tabular_state.json"
-LOWER_IS_BETTER = {
-    "deviance",
-    "logloss",
-    "MSE",
-    "RMSE",
-    "MAE",
-    "RMSLE",
-    "misclassification",
-    "mean_per_class_error",
-}
+# every stopping metric but auto (resolved first) and the areas under curves goes down as the model improves
+LOWER_IS_BETTER = set(get_args(StoppingMetric)) - {"auto", "AUC", "AUCPR"}
 
 
 def frame_matrix(columns: list[dict], frame: pd.DataFrame) -> np.ndarray:
