@@ -30,7 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deuterium import cli, config, io, paths, previous, problems
-from deuterium.errors import ConfigError, DeuteriumError
+from deuterium.errors import ConfigError, DataError, DeuteriumError
 
 log = logging.getLogger(__name__)
 
@@ -311,21 +311,34 @@ def _trial(trial_config: dict, *, project: str, params: dict, split_dir: str, pl
     """One trial, in a Ray worker: the train stage's fit_folds on the plan's folds, reporting every epoch."""
     import tempfile
 
+    import numpy as np
+    import pandas as pd
     import torch
     from ray import tune
 
-    from deuterium import fitting
+    from deuterium import evaluation, fitting
+    from deuterium.splitting import ROW_ID
 
     os.chdir(project)  # params.yaml's data paths are relative to the project
     settings = trial_config.get("settings", trial_config)
-    fixed = {"dataset.selected_folds": plan["folds"], "prediction.metric": plan["metric"]}
-    exp = config.parse(with_settings(params, {**settings, **fixed}), "trial")
+    # prediction.metric stays the experiment's: it picks the best epoch and stops early, as in the train stage
+    exp = config.parse(with_settings(params, {**settings, "dataset.selected_folds": plan["folds"]}), "trial")
     torch.set_num_threads(max(1, int(plan["cpus"])))
     problem = problems.of(exp)
     split = Path(split_dir)
     info = io.read_json(split / paths.DATA_INFO_FILE)
     exp = problem.data.resolve(exp, info)
     folds = io.read_frame(split / paths.FOLDS_FILE)
+    targets = problem.encode(folds, exp, info)
+    metric = problem.metrics()[plan["metric"]].fn
+    truths: dict[int, np.ndarray] = {}  # each fold's validation rows' truth, for the search's metric
+
+    def scored(name: str, predictions: np.ndarray) -> float:
+        fold = int(name.split("/")[0].removeprefix("fold"))  # fold{k} or fold{k}/seed{s}
+        if fold not in truths:
+            truths[fold] = problem.truth(targets[fitting.fold_rows(exp, info, folds, fold)[1]])
+        return float(metric(truths[fold], predictions))
+
     work = Path(tempfile.mkdtemp(prefix="trial-"))
     checkpoints = work / "checkpoints"
     me = tune.get_context().get_trial_id()
@@ -347,36 +360,45 @@ def _trial(trial_config: dict, *, project: str, params: dict, split_dir: str, pl
     # the final score of each fold (and seed) done; kept with the checkpoint, as a restored trial skips them
     finals: dict[str, float] = owner.get("finals", {}) if restored is not None else {}
 
+    last_epoch = None  # of this process's training; None: it trained nothing
+
     def report(name: str, state) -> None:
-        if state.score is None:
+        nonlocal last_epoch
+        if state.predictions is None:
             raise ConfigError(
                 "a search trial needs validation rows to score (training.train_validation_data?)"
             )
         finished = state.epoch >= state.epochs or state.stopped  # state.epochs: `auto` resolved
-        scores = {**finals, name: state.score}
+        score = scored(name, state.predictions)
+        scores = {**finals, name: score}
         if finished:
-            finals[name] = state.score
+            finals[name] = score
         io.write_json({"trial": me, "settings": settings, "finals": finals}, checkpoints / "owner.json")
-        metrics = {
-            SCORE: float(sum(scores.values()) / len(scores)),
-            "run": name,
-            "epoch": state.epoch,
-            "completed": finished and len(finals) == runs_per_trial,  # (Ray's own `done` means ended)
-        }
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoints)))
+        last_epoch = state.epoch
+        if finished and len(finals) == runs_per_trial:
+            return  # the last report is the out-of-fold one, below
+        metrics = {SCORE: float(sum(scores.values()) / len(scores)), "run": name, "epoch": state.epoch}
+        tune.report(
+            metrics | {"completed": False},  # (Ray's own `done` means ended)
+            checkpoint=tune.Checkpoint.from_directory(str(checkpoints)),
+        )
 
     try:
-        fitting.fit_folds(
-            exp,
-            problem,
-            info,
-            folds,
-            problem.encode(folds, exp, info),
-            work / "model",
-            checkpoints,
-            after_epoch=report,
-            adopt=adopt,
+        oof = fitting.fit_folds(
+            exp, problem, info, folds, targets, work / "model", checkpoints, after_epoch=report, adopt=adopt
         )
+        if last_epoch is None:  # restored after its last epoch (PBT's exploit at the end): nothing to report,
+            return  # or PBT would take it for one more step and exploit it again, on and on
+        # the trial's metric is the evaluate stage's: over the pooled out-of-fold predictions of the models
+        # the train stage keeps (the best epoch's with save_best_checkpoint), rounded as metrics.json is
+        preds = fitting.predictions_from(oof, problem.output_columns(info))
+        rows = pd.Series(np.arange(len(folds)), index=folds[ROW_ID]).loc[oof[ROW_ID]].to_numpy()
+        overall = evaluation.scores(problem, targets[rows], preds)
+        if plan["metric"] not in overall:
+            why = evaluation.why_not(problem, targets[rows], preds, plan["metric"])
+            raise DataError(f"{plan['metric']} cannot be computed on the out-of-fold rows: {why}")
+        metrics = {SCORE: overall[plan["metric"]], "run": "oof", "epoch": last_epoch, "completed": True}
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoints)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
