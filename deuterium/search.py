@@ -40,6 +40,8 @@ LEADERBOARD_JSON = "leaderboard.json"
 PBT_LOG = "pbt_log.json"
 SCORE = "score"  # the key a trial reports its metric under (the metric's own name may clash with Ray's)
 DISTRIBUTIONS = ("uniform", "loguniform", "int")
+OUT_OF_TIME = "out of time"  # a trial still running when max_runtime ran out
+NOT_STARTED = "not started"  # a trial max_runtime left no time for
 
 
 class _Strict(BaseModel):
@@ -510,6 +512,7 @@ def run(
             temp = {"_temp_dir": str(ray_temp_dir)} if ray_temp_dir else {}
             ray.init(num_cpus=num_cpus, include_dashboard=False, **temp)
     recorder = _recorder()
+    budget = _budget(search.max_runtime, recorder) if search.max_runtime else None
     tuner = tune.Tuner(
         trainable,
         param_space=param_space,
@@ -520,7 +523,6 @@ def run(
             search_alg=search_alg,
             scheduler=scheduler,
             max_concurrent_trials=None if search_alg else search.trials_at_once,
-            time_budget_s=search.max_runtime,
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
@@ -530,18 +532,48 @@ def run(
             callbacks=[recorder],
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if the_plan.strategy == "pbt" else 2),
+            stop=budget,  # max_runtime
         ),
     )
     started = time.monotonic()
     random.seed(search.seed)  # PBT's explore draws from Python's random
     tuner.fit()  # a failed trial is in the recorder, not raised: the search goes on
     recorder.finish()
-    rows = leaderboard(recorder.trials, the_plan)
+    planned = the_plan.grid if the_plan.grid else [{}] * num_samples
+    rows = leaderboard(recorder.trials, the_plan, planned)
     log.info("search: %d trials in %.0f s", len(rows), time.monotonic() - started)
+    if budget is not None and budget.reached:
+        count = {status: sum(r["status"] == status for r in rows) for status in (OUT_OF_TIME, NOT_STARTED)}
+        log.warning(
+            "search: max_runtime %g s reached: %d trial(s) stopped while running (%s), %d %s",
+            search.max_runtime,
+            count[OUT_OF_TIME],
+            OUT_OF_TIME,
+            count[NOT_STARTED],
+            NOT_STARTED,
+        )
     write_leaderboard(rows, the_plan, out_dir)
     if the_plan.strategy == "pbt":
         io.write_json(pbt_events(out_dir / "ray"), out_dir / PBT_LOG)
     return rows
+
+
+def _budget(seconds: float, recorder):
+    """Ray Tune's stopper for time_budget_s, which also marks the trials still going when time runs out."""
+    from ray.tune.stopper import TimeoutStopper
+
+    class Budget(TimeoutStopper):
+        reached = False
+
+        def stop_all(self) -> bool:
+            if not super().stop_all():
+                return False
+            if not self.reached:
+                self.reached = True
+                recorder.out_of_time()
+            return True
+
+    return Budget(seconds)
 
 
 def _recorder():
@@ -566,8 +598,16 @@ def _recorder():
             entry["config"], entry["result"] = dict(trial.config), dict(result)
             entry["reports"] = entry.get("reports", 0) + 1  # epochs this trial really trained (PBT jumps)
 
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._entry(trial)["ended"] = True  # finished, or stopped by ASHA
+
         def on_trial_error(self, iteration, trials, trial, **info):
             self._entry(trial)["error"] = trial  # its error file is complete once the search ends
+
+        def out_of_time(self) -> None:
+            for entry in self.trials.values():
+                if not entry.get("ended") and entry["error"] is None:
+                    entry["out_of_time"] = True
 
         def finish(self) -> None:
             for entry in self.trials.values():
@@ -582,16 +622,20 @@ def _recorder():
     return Recorder()
 
 
-def leaderboard(trials: dict[str, dict], the_plan: Plan) -> list[dict]:
-    """One row per trial, best first: finished trials, then those stopped early, then failed ones."""
+def leaderboard(trials: dict[str, dict], the_plan: Plan, planned: list[dict] | None = None) -> list[dict]:
+    """One row per trial, best first: finished trials, then those stopped early (by ASHA, or by max_runtime:
+    out of time), then failed ones, then the `planned` ones (each trial's settings, {} where drawn) that
+    max_runtime left unstarted."""
     rows = []
     for trial_id, entry in trials.items():
         metrics, cfg = entry["result"], entry["config"]
         settings = cfg.get("settings", {k: v for k, v in cfg.items() if k in the_plan.keys})
         if entry["error"]:
             status = "failed"
+        elif metrics.get("completed"):
+            status = "finished"
         else:
-            status = "finished" if metrics.get("completed") else "stopped"
+            status = OUT_OF_TIME if entry.get("out_of_time") else "stopped"
         rows.append(
             {
                 "trial": trial_id,
@@ -605,12 +649,34 @@ def leaderboard(trials: dict[str, dict], the_plan: Plan) -> list[dict]:
                 "settings": settings,
             }
         )
+    unstarted = list(planned or [])
+    if any(unstarted):  # grid and manual: the settings no trial ran
+        for row in rows:
+            if row["settings"] in unstarted:
+                unstarted.remove(row["settings"])
+    else:  # random and pbt: draws never made
+        unstarted = unstarted[len(trials) :]
+    for settings in unstarted:
+        rows.append(
+            {
+                "trial": "",
+                "status": NOT_STARTED,
+                **{key: settings.get(key) for key in the_plan.keys},
+                the_plan.metric: None,
+                "epochs": 0,
+                "epochs_trained": 0,
+                "time_s": 0.0,
+                "error": "",
+                "settings": settings,
+            }
+        )
     sign = -1 if the_plan.mode == "max" else 1
+    order = {"finished": 0, "stopped": 1, OUT_OF_TIME: 1, "failed": 2, NOT_STARTED: 3}
 
     def rank(row: dict) -> tuple:
         score = row[the_plan.metric]
         missing = score is None or (isinstance(score, float) and math.isnan(score))
-        return ({"finished": 0, "stopped": 1}.get(row["status"], 2), missing, sign * (score or 0.0))
+        return (order[row["status"]], missing, sign * (score or 0.0))
 
     return sorted(rows, key=rank)
 
@@ -682,7 +748,9 @@ def pbt_events(experiment_dir: Path) -> list[dict]:
 
 def best(out_dir: Path = paths.SEARCH) -> dict:
     board = io.read_json(out_dir / LEADERBOARD_JSON)
-    done = [r for r in board["trials"] if r["status"] != "failed" and r[board["metric"]] is not None]
+    # finished only: a trial stopped early (ASHA, max_runtime) trained less than its settings ask for, so
+    # `dvc repro` of them would not give its metric
+    done = [r for r in board["trials"] if r["status"] == "finished" and r[board["metric"]] is not None]
     if not done:
         raise DeuteriumError(f"{out_dir / LEADERBOARD_JSON}: no trial finished; nothing to apply")
     return done[0]

@@ -208,3 +208,28 @@ def test_pbt_explore_stays_inside_a_range():
         "training.learning_rate": 0.01,
         "training.epochs": 4,
     }
+
+
+def test_trials_max_runtime_cut_or_never_started_are_marked_last():
+    the_plan = search.Plan(
+        strategy="grid", keys=["training.learning_rate"], metric="MAE", mode="min", folds=[0], epochs=2
+    )
+    planned = [{"training.learning_rate": v} for v in (0.1, 0.2, 0.3)]
+    trials = {
+        "a": {"config": {"settings": planned[0]}, "result": {"score": 0.5, "completed": True}, "error": None},
+        "b": {
+            "config": {"settings": planned[1]},
+            "result": {"score": 0.1, "completed": False},
+            "error": None,
+            "out_of_time": True,
+        },
+    }
+    rows = search.leaderboard(trials, the_plan, planned)
+    assert [(r["trial"], r["status"], r["training.learning_rate"]) for r in rows] == [
+        ("a", "finished", 0.1),
+        ("b", search.OUT_OF_TIME, 0.2),
+        ("", search.NOT_STARTED, 0.3),
+    ]
+    random_plan = the_plan.model_copy(update={"strategy": "random"})
+    rows = search.leaderboard(trials, random_plan, [{}] * 4)  # random: 2 draws never made
+    assert [r["status"] for r in rows][2:] == [search.NOT_STARTED] * 2

@@ -135,3 +135,31 @@ def test_a_crashing_trial_is_marked_failed_and_the_search_goes_on(project):
     assert "no_such_layer" in by_value["['no_such_layer']"]["error"]
     assert by_value["[]"]["status"] == "finished" and by_value["[]"]["Accuracy"] is not None
     assert by_value["[]"]["epochs"] == 4  # 2 epochs of each fold, reported one by one
+
+
+def test_max_runtime_stops_the_search_and_marks_what_it_cut(project, caplog):
+    import time
+
+    grid = [0.001, 0.002, 0.004, 0.008]
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="deuterium.search"):
+        rows = run(
+            project,
+            "budget",
+            strategy="grid",
+            trials_at_once=1,
+            max_runtime=3,  # less than one trial takes (its worker's start alone)
+            early_stopping={"enabled": False},
+            space={"training.learning_rate": grid},
+        )
+    took = time.monotonic() - started
+    assert sorted(r["training.learning_rate"] for r in rows) == grid  # every planned trial has a row
+    statuses = [r["status"] for r in rows]
+    assert set(statuses) <= {search.OUT_OF_TIME, search.NOT_STARTED}, statuses
+    assert statuses.count(search.NOT_STARTED) >= 3, statuses  # one at a time: the others never began
+    assert all(r["Accuracy"] is None for r in rows if r["status"] == search.NOT_STARTED)
+    said = [r.getMessage() for r in caplog.records if "max_runtime 3 s reached" in r.getMessage()]
+    assert said and f"{statuses.count(search.NOT_STARTED)} not started" in said[0], caplog.text
+    print(f"a search of 4 trials with max_runtime 3 s took {took:.1f} s: {statuses}")
+    with pytest.raises(search.DeuteriumError, match="no trial finished"):
+        search.best(project / "artifacts/budget")
