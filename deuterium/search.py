@@ -231,10 +231,10 @@ def _normalized_space(search: SearchSettings) -> dict[str, list | dict]:
 def plan(search: SearchSettings, params_path: Path) -> Plan:
     """Check the search against params.yaml's schema and the pipeline; raise ConfigError with one line."""
     exp = config.load(params_path)  # params.yaml itself first: its own errors, named as the stages name them
-    if problems.of(exp).data.trainer() is not None:  # a data type with its own training loop (tabular)
-        raise ConfigError(
-            f"search: {exp.problem_type} trains with its own loop, which the search does not drive yet; "
-            "queue the variations as DVC experiments instead (dvc exp run --queue -S ...)"
+    if search.strategy == "pbt" and problems.of(exp).data.trainer() is not None:
+        raise ConfigError(  # its own training loop (tabular) reports every epoch but resumes no checkpoint
+            f"search strategy pbt: {exp.problem_type} trains with its own loop, which cannot continue another "
+            "trial's checkpoint (PBT's exploit); use strategy random or grid"
         )
     params = previous.inherit(yaml.safe_load(params_path.read_text()))
     problem = problems.of(exp)
@@ -497,7 +497,7 @@ def run(
     elif search.early_stopping.enabled:
         scheduler = ASHAScheduler(
             time_attr="training_iteration",
-            max_t=max(the_plan.epochs * len(the_plan.folds) * 100, 1),  # trials end themselves
+            max_t=10**9,  # trials end themselves (the rungs, grace_period x reduction_factor^k, stay)
             grace_period=search.early_stopping.grace_period,
             reduction_factor=search.early_stopping.reduction_factor,
         )

@@ -178,10 +178,14 @@ def test_manual_trials_are_checked_and_listed(project):
         plan_of(project, strategy="manual", space={}, trials=[{"architecture.pool": "median"}])
 
 
-def test_a_problem_type_with_its_own_training_loop_is_refused_before_any_trial(project):
+def test_a_problem_type_with_its_own_training_loop_is_searched_but_not_by_pbt(project):
     shutil.copy(REPO / "configs" / "ecg_autoencoder.yaml", project / "params.yaml")
-    with pytest.raises(ConfigError, match="tabular_anomaly trains with its own loop"):
-        plan_of(project)
+    space = {"tabular.l2": [0.0, 0.001], "tabular.epochs": {"low": 10, "high": 50}}
+    assert plan_of(project, strategy="random", space=space).keys == ["tabular.l2", "tabular.epochs"]
+    with pytest.raises(ConfigError) as err:
+        plan_of(project, strategy="pbt", space=space)
+    assert str(err.value).startswith("search strategy pbt: tabular_anomaly trains with its own loop")
+    assert "\n" not in str(err.value)
 
 
 def test_epochs_auto_gives_trials_a_horizon_of_epochs_auto_max(project):
