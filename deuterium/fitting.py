@@ -66,12 +66,7 @@ def fit_folds(
     oof_parts, seeds = [], {}
     for fold in exp.dataset.folds:
         targets_k = (fold_targets or {}).get(fold, targets)
-        is_valid = (frame[splitting.FOLD] == fold).to_numpy()
-        if not (~is_valid).any():
-            raise DataError(f"fold {fold} has no training rows")
-        trains = ~is_valid | exp.training.train_validation_data  # HT: also train on the validation rows
-        seed = info.get("split_seed", exp.environment.seed)  # the split's own (drawn when the setting is -1)
-        trains, is_valid = splitting.sample_fold(frame, trains, is_valid, exp.dataset, seed)
+        trains, is_valid = fold_rows(exp, info, frame, fold)
         trainer = problem.data.trainer() or train_fold
         results = [
             trainer(
@@ -126,6 +121,18 @@ def fit_folds(
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return oof
+
+
+def fold_rows(
+    exp: ExperimentBase, info: dict, frame: pd.DataFrame, fold: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fold `fold`'s (training, validation) row masks of `frame`, after dataset.data_sample."""
+    is_valid = (frame[splitting.FOLD] == fold).to_numpy()
+    if not (~is_valid).any():
+        raise DataError(f"fold {fold} has no training rows")
+    trains = ~is_valid | exp.training.train_validation_data  # HT: also train on the validation rows
+    seed = info.get("split_seed", exp.environment.seed)  # the split's own (drawn when the setting is -1)
+    return splitting.sample_fold(frame, trains, is_valid, exp.dataset, seed)
 
 
 def model_folders(root: Path) -> list[Path]:

@@ -30,7 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deuterium import cli, config, io, paths, previous, problems
-from deuterium.errors import ConfigError, DeuteriumError
+from deuterium.errors import ConfigError, DataError, DeuteriumError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ LEADERBOARD_JSON = "leaderboard.json"
 PBT_LOG = "pbt_log.json"
 SCORE = "score"  # the key a trial reports its metric under (the metric's own name may clash with Ray's)
 DISTRIBUTIONS = ("uniform", "loguniform", "int")
+OUT_OF_TIME = "out of time"  # a trial still running when max_runtime ran out
+NOT_STARTED = "not started"  # a trial max_runtime left no time for
 
 
 class _Strict(BaseModel):
@@ -229,10 +231,10 @@ def _normalized_space(search: SearchSettings) -> dict[str, list | dict]:
 def plan(search: SearchSettings, params_path: Path) -> Plan:
     """Check the search against params.yaml's schema and the pipeline; raise ConfigError with one line."""
     exp = config.load(params_path)  # params.yaml itself first: its own errors, named as the stages name them
-    if problems.of(exp).data.trainer() is not None:  # a data type with its own training loop (tabular)
-        raise ConfigError(
-            f"search: {exp.problem_type} trains with its own loop, which the search does not drive yet; "
-            "queue the variations as DVC experiments instead (dvc exp run --queue -S ...)"
+    if search.strategy == "pbt" and problems.of(exp).data.trainer() is not None:
+        raise ConfigError(  # its own training loop (tabular) reports every epoch but resumes no checkpoint
+            f"search strategy pbt: {exp.problem_type} trains with its own loop, which cannot continue another "
+            "trial's checkpoint (PBT's exploit); use strategy random or grid"
         )
     params = previous.inherit(yaml.safe_load(params_path.read_text()))
     problem = problems.of(exp)
@@ -311,21 +313,34 @@ def _trial(trial_config: dict, *, project: str, params: dict, split_dir: str, pl
     """One trial, in a Ray worker: the train stage's fit_folds on the plan's folds, reporting every epoch."""
     import tempfile
 
+    import numpy as np
+    import pandas as pd
     import torch
     from ray import tune
 
-    from deuterium import fitting
+    from deuterium import evaluation, fitting
+    from deuterium.splitting import ROW_ID
 
     os.chdir(project)  # params.yaml's data paths are relative to the project
     settings = trial_config.get("settings", trial_config)
-    fixed = {"dataset.selected_folds": plan["folds"], "prediction.metric": plan["metric"]}
-    exp = config.parse(with_settings(params, {**settings, **fixed}), "trial")
+    # prediction.metric stays the experiment's: it picks the best epoch and stops early, as in the train stage
+    exp = config.parse(with_settings(params, {**settings, "dataset.selected_folds": plan["folds"]}), "trial")
     torch.set_num_threads(max(1, int(plan["cpus"])))
     problem = problems.of(exp)
     split = Path(split_dir)
     info = io.read_json(split / paths.DATA_INFO_FILE)
     exp = problem.data.resolve(exp, info)
     folds = io.read_frame(split / paths.FOLDS_FILE)
+    targets = problem.encode(folds, exp, info)
+    metric = problem.metrics()[plan["metric"]].fn
+    truths: dict[int, np.ndarray] = {}  # each fold's validation rows' truth, for the search's metric
+
+    def scored(name: str, predictions: np.ndarray) -> float:
+        fold = int(name.split("/")[0].removeprefix("fold"))  # fold{k} or fold{k}/seed{s}
+        if fold not in truths:
+            truths[fold] = problem.truth(targets[fitting.fold_rows(exp, info, folds, fold)[1]])
+        return float(metric(truths[fold], predictions))
+
     work = Path(tempfile.mkdtemp(prefix="trial-"))
     checkpoints = work / "checkpoints"
     me = tune.get_context().get_trial_id()
@@ -347,36 +362,45 @@ def _trial(trial_config: dict, *, project: str, params: dict, split_dir: str, pl
     # the final score of each fold (and seed) done; kept with the checkpoint, as a restored trial skips them
     finals: dict[str, float] = owner.get("finals", {}) if restored is not None else {}
 
+    last_epoch = None  # of this process's training; None: it trained nothing
+
     def report(name: str, state) -> None:
-        if state.score is None:
+        nonlocal last_epoch
+        if state.predictions is None:
             raise ConfigError(
                 "a search trial needs validation rows to score (training.train_validation_data?)"
             )
         finished = state.epoch >= state.epochs or state.stopped  # state.epochs: `auto` resolved
-        scores = {**finals, name: state.score}
+        score = scored(name, state.predictions)
+        scores = {**finals, name: score}
         if finished:
-            finals[name] = state.score
+            finals[name] = score
         io.write_json({"trial": me, "settings": settings, "finals": finals}, checkpoints / "owner.json")
-        metrics = {
-            SCORE: float(sum(scores.values()) / len(scores)),
-            "run": name,
-            "epoch": state.epoch,
-            "completed": finished and len(finals) == runs_per_trial,  # (Ray's own `done` means ended)
-        }
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoints)))
+        last_epoch = state.epoch
+        if finished and len(finals) == runs_per_trial:
+            return  # the last report is the out-of-fold one, below
+        metrics = {SCORE: float(sum(scores.values()) / len(scores)), "run": name, "epoch": state.epoch}
+        tune.report(
+            metrics | {"completed": False},  # (Ray's own `done` means ended)
+            checkpoint=tune.Checkpoint.from_directory(str(checkpoints)),
+        )
 
     try:
-        fitting.fit_folds(
-            exp,
-            problem,
-            info,
-            folds,
-            problem.encode(folds, exp, info),
-            work / "model",
-            checkpoints,
-            after_epoch=report,
-            adopt=adopt,
+        oof = fitting.fit_folds(
+            exp, problem, info, folds, targets, work / "model", checkpoints, after_epoch=report, adopt=adopt
         )
+        if last_epoch is None:  # restored after its last epoch (PBT's exploit at the end): nothing to report,
+            return  # or PBT would take it for one more step and exploit it again, on and on
+        # the trial's metric is the evaluate stage's: over the pooled out-of-fold predictions of the models
+        # the train stage keeps (the best epoch's with save_best_checkpoint), rounded as metrics.json is
+        preds = fitting.predictions_from(oof, problem.output_columns(info))
+        rows = pd.Series(np.arange(len(folds)), index=folds[ROW_ID]).loc[oof[ROW_ID]].to_numpy()
+        overall = evaluation.scores(problem, targets[rows], preds)
+        if plan["metric"] not in overall:
+            why = evaluation.why_not(problem, targets[rows], preds, plan["metric"])
+            raise DataError(f"{plan['metric']} cannot be computed on the out-of-fold rows: {why}")
+        metrics = {SCORE: overall[plan["metric"]], "run": "oof", "epoch": last_epoch, "completed": True}
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoints)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -473,7 +497,7 @@ def run(
     elif search.early_stopping.enabled:
         scheduler = ASHAScheduler(
             time_attr="training_iteration",
-            max_t=max(the_plan.epochs * len(the_plan.folds) * 100, 1),  # trials end themselves
+            max_t=10**9,  # trials end themselves (the rungs, grace_period x reduction_factor^k, stay)
             grace_period=search.early_stopping.grace_period,
             reduction_factor=search.early_stopping.reduction_factor,
         )
@@ -488,6 +512,7 @@ def run(
             temp = {"_temp_dir": str(ray_temp_dir)} if ray_temp_dir else {}
             ray.init(num_cpus=num_cpus, include_dashboard=False, **temp)
     recorder = _recorder()
+    budget = _budget(search.max_runtime, recorder) if search.max_runtime else None
     tuner = tune.Tuner(
         trainable,
         param_space=param_space,
@@ -498,7 +523,6 @@ def run(
             search_alg=search_alg,
             scheduler=scheduler,
             max_concurrent_trials=None if search_alg else search.trials_at_once,
-            time_budget_s=search.max_runtime,
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
@@ -508,18 +532,48 @@ def run(
             callbacks=[recorder],
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if the_plan.strategy == "pbt" else 2),
+            stop=budget,  # max_runtime
         ),
     )
     started = time.monotonic()
     random.seed(search.seed)  # PBT's explore draws from Python's random
     tuner.fit()  # a failed trial is in the recorder, not raised: the search goes on
     recorder.finish()
-    rows = leaderboard(recorder.trials, the_plan)
+    planned = the_plan.grid if the_plan.grid else [{}] * num_samples
+    rows = leaderboard(recorder.trials, the_plan, planned)
     log.info("search: %d trials in %.0f s", len(rows), time.monotonic() - started)
+    if budget is not None and budget.reached:
+        count = {status: sum(r["status"] == status for r in rows) for status in (OUT_OF_TIME, NOT_STARTED)}
+        log.warning(
+            "search: max_runtime %g s reached: %d trial(s) stopped while running (%s), %d %s",
+            search.max_runtime,
+            count[OUT_OF_TIME],
+            OUT_OF_TIME,
+            count[NOT_STARTED],
+            NOT_STARTED,
+        )
     write_leaderboard(rows, the_plan, out_dir)
     if the_plan.strategy == "pbt":
         io.write_json(pbt_events(out_dir / "ray"), out_dir / PBT_LOG)
     return rows
+
+
+def _budget(seconds: float, recorder):
+    """Ray Tune's stopper for time_budget_s, which also marks the trials still going when time runs out."""
+    from ray.tune.stopper import TimeoutStopper
+
+    class Budget(TimeoutStopper):
+        reached = False
+
+        def stop_all(self) -> bool:
+            if not super().stop_all():
+                return False
+            if not self.reached:
+                self.reached = True
+                recorder.out_of_time()
+            return True
+
+    return Budget(seconds)
 
 
 def _recorder():
@@ -544,8 +598,16 @@ def _recorder():
             entry["config"], entry["result"] = dict(trial.config), dict(result)
             entry["reports"] = entry.get("reports", 0) + 1  # epochs this trial really trained (PBT jumps)
 
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._entry(trial)["ended"] = True  # finished, or stopped by ASHA
+
         def on_trial_error(self, iteration, trials, trial, **info):
             self._entry(trial)["error"] = trial  # its error file is complete once the search ends
+
+        def out_of_time(self) -> None:
+            for entry in self.trials.values():
+                if not entry.get("ended") and entry["error"] is None:
+                    entry["out_of_time"] = True
 
         def finish(self) -> None:
             for entry in self.trials.values():
@@ -560,16 +622,20 @@ def _recorder():
     return Recorder()
 
 
-def leaderboard(trials: dict[str, dict], the_plan: Plan) -> list[dict]:
-    """One row per trial, best first: finished trials, then those stopped early, then failed ones."""
+def leaderboard(trials: dict[str, dict], the_plan: Plan, planned: list[dict] | None = None) -> list[dict]:
+    """One row per trial, best first: finished trials, then those stopped early (by ASHA, or by max_runtime:
+    out of time), then failed ones, then the `planned` ones (each trial's settings, {} where drawn) that
+    max_runtime left unstarted."""
     rows = []
     for trial_id, entry in trials.items():
         metrics, cfg = entry["result"], entry["config"]
         settings = cfg.get("settings", {k: v for k, v in cfg.items() if k in the_plan.keys})
         if entry["error"]:
             status = "failed"
+        elif metrics.get("completed"):
+            status = "finished"
         else:
-            status = "finished" if metrics.get("completed") else "stopped"
+            status = OUT_OF_TIME if entry.get("out_of_time") else "stopped"
         rows.append(
             {
                 "trial": trial_id,
@@ -583,12 +649,34 @@ def leaderboard(trials: dict[str, dict], the_plan: Plan) -> list[dict]:
                 "settings": settings,
             }
         )
+    unstarted = list(planned or [])
+    if any(unstarted):  # grid and manual: the settings no trial ran
+        for row in rows:
+            if row["settings"] in unstarted:
+                unstarted.remove(row["settings"])
+    else:  # random and pbt: draws never made
+        unstarted = unstarted[len(trials) :]
+    for settings in unstarted:
+        rows.append(
+            {
+                "trial": "",
+                "status": NOT_STARTED,
+                **{key: settings.get(key) for key in the_plan.keys},
+                the_plan.metric: None,
+                "epochs": 0,
+                "epochs_trained": 0,
+                "time_s": 0.0,
+                "error": "",
+                "settings": settings,
+            }
+        )
     sign = -1 if the_plan.mode == "max" else 1
+    order = {"finished": 0, "stopped": 1, OUT_OF_TIME: 1, "failed": 2, NOT_STARTED: 3}
 
     def rank(row: dict) -> tuple:
         score = row[the_plan.metric]
         missing = score is None or (isinstance(score, float) and math.isnan(score))
-        return ({"finished": 0, "stopped": 1}.get(row["status"], 2), missing, sign * (score or 0.0))
+        return (order[row["status"]], missing, sign * (score or 0.0))
 
     return sorted(rows, key=rank)
 
@@ -660,7 +748,9 @@ def pbt_events(experiment_dir: Path) -> list[dict]:
 
 def best(out_dir: Path = paths.SEARCH) -> dict:
     board = io.read_json(out_dir / LEADERBOARD_JSON)
-    done = [r for r in board["trials"] if r["status"] != "failed" and r[board["metric"]] is not None]
+    # finished only: a trial stopped early (ASHA, max_runtime) trained less than its settings ask for, so
+    # `dvc repro` of them would not give its metric
+    done = [r for r in board["trials"] if r["status"] == "finished" and r[board["metric"]] is not None]
     if not done:
         raise DeuteriumError(f"{out_dir / LEADERBOARD_JSON}: no trial finished; nothing to apply")
     return done[0]

@@ -54,7 +54,7 @@ def publish(leaderboard: Path) -> list[dict]:
     metric, trials = board["metric"], board["trials"]
     rows = [{k: v for k, v in t.items() if k != "settings"} for t in trials]
     create_table_artifact(rows, key=TABLE_KEY, description=f"{board['strategy']} search, best {metric} first")
-    done = [t for t in trials if t["status"] != "failed" and t[metric] is not None]
+    done = [t for t in trials if t["status"] == "finished" and t[metric] is not None]  # as --apply picks
     if done:
         best = done[0]
         lines = [f"## Best trial {best['trial']}: {metric} {best[metric]:.4f} ({best['status']})", ""]

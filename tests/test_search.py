@@ -178,10 +178,14 @@ def test_manual_trials_are_checked_and_listed(project):
         plan_of(project, strategy="manual", space={}, trials=[{"architecture.pool": "median"}])
 
 
-def test_a_problem_type_with_its_own_training_loop_is_refused_before_any_trial(project):
+def test_a_problem_type_with_its_own_training_loop_is_searched_but_not_by_pbt(project):
     shutil.copy(REPO / "configs" / "ecg_autoencoder.yaml", project / "params.yaml")
-    with pytest.raises(ConfigError, match="tabular_anomaly trains with its own loop"):
-        plan_of(project)
+    space = {"tabular.l2": [0.0, 0.001], "tabular.epochs": {"low": 10, "high": 50}}
+    assert plan_of(project, strategy="random", space=space).keys == ["tabular.l2", "tabular.epochs"]
+    with pytest.raises(ConfigError) as err:
+        plan_of(project, strategy="pbt", space=space)
+    assert str(err.value).startswith("search strategy pbt: tabular_anomaly trains with its own loop")
+    assert "\n" not in str(err.value)
 
 
 def test_epochs_auto_gives_trials_a_horizon_of_epochs_auto_max(project):
@@ -208,3 +212,28 @@ def test_pbt_explore_stays_inside_a_range():
         "training.learning_rate": 0.01,
         "training.epochs": 4,
     }
+
+
+def test_trials_max_runtime_cut_or_never_started_are_marked_last():
+    the_plan = search.Plan(
+        strategy="grid", keys=["training.learning_rate"], metric="MAE", mode="min", folds=[0], epochs=2
+    )
+    planned = [{"training.learning_rate": v} for v in (0.1, 0.2, 0.3)]
+    trials = {
+        "a": {"config": {"settings": planned[0]}, "result": {"score": 0.5, "completed": True}, "error": None},
+        "b": {
+            "config": {"settings": planned[1]},
+            "result": {"score": 0.1, "completed": False},
+            "error": None,
+            "out_of_time": True,
+        },
+    }
+    rows = search.leaderboard(trials, the_plan, planned)
+    assert [(r["trial"], r["status"], r["training.learning_rate"]) for r in rows] == [
+        ("a", "finished", 0.1),
+        ("b", search.OUT_OF_TIME, 0.2),
+        ("", search.NOT_STARTED, 0.3),
+    ]
+    random_plan = the_plan.model_copy(update={"strategy": "random"})
+    rows = search.leaderboard(trials, random_plan, [{}] * 4)  # random: 2 draws never made
+    assert [r["status"] for r in rows][2:] == [search.NOT_STARTED] * 2

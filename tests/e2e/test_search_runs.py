@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from projects import make_project
 
-from deuterium import config, fitting, io, paths, problems, search
+from deuterium import config, evaluation, fitting, io, paths, problems, search
 
 pytestmark = pytest.mark.e2e
 
@@ -135,3 +136,96 @@ def test_a_crashing_trial_is_marked_failed_and_the_search_goes_on(project):
     assert "no_such_layer" in by_value["['no_such_layer']"]["error"]
     assert by_value["[]"]["status"] == "finished" and by_value["[]"]["Accuracy"] is not None
     assert by_value["[]"]["epochs"] == 4  # 2 epochs of each fold, reported one by one
+
+
+def test_max_runtime_stops_the_search_and_marks_what_it_cut(project, caplog):
+    import time
+
+    grid = [0.001, 0.002, 0.004, 0.008]
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="deuterium.search"):
+        rows = run(
+            project,
+            "budget",
+            strategy="grid",
+            trials_at_once=1,
+            max_runtime=3,  # less than one trial takes (its worker's start alone)
+            early_stopping={"enabled": False},
+            space={"training.learning_rate": grid},
+        )
+    took = time.monotonic() - started
+    assert sorted(r["training.learning_rate"] for r in rows) == grid  # every planned trial has a row
+    statuses = [r["status"] for r in rows]
+    assert set(statuses) <= {search.OUT_OF_TIME, search.NOT_STARTED}, statuses
+    assert statuses.count(search.NOT_STARTED) >= 3, statuses  # one at a time: the others never began
+    assert all(r["Accuracy"] is None for r in rows if r["status"] == search.NOT_STARTED)
+    said = [r.getMessage() for r in caplog.records if "max_runtime 3 s reached" in r.getMessage()]
+    assert said and f"{statuses.count(search.NOT_STARTED)} not started" in said[0], caplog.text
+    print(f"a search of 4 trials with max_runtime 3 s took {took:.1f} s: {statuses}")
+    with pytest.raises(search.DeuteriumError, match="no trial finished"):
+        search.best(project / "artifacts/budget")
+
+
+def tabular_project(root: Path) -> Path:
+    """A tiny table (x1 decides the class, x2 is noise) as a tabular_classification project, split in 2 folds."""
+    from projects import REPO
+
+    from stages import split
+
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")  # the settings the train stage reads
+    rng = np.random.default_rng(0)
+    x1 = rng.normal(size=120)
+    frame = pd.DataFrame({"x1": x1, "x2": rng.normal(size=120), "label": np.where(x1 > 0, "yes", "no")})
+    frame.to_csv(root / "train.csv", index=False)
+    params = {
+        "problem_type": "tabular_classification",
+        "dataset": {
+            "train_dataframe": "train.csv",
+            "data_folder": ".",
+            "label_columns": ["label"],
+            "number_of_folds": 2,
+            "selected_folds": "all",
+        },
+        "prediction": {"metric": "LogLoss"},
+        "tabular": {"hidden": [8], "epochs": 4, "seed": 1, "stopping_rounds": 0, "mini_batch_size": 8},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    split.main(root / "params.yaml", root / paths.SPLIT)
+    return root
+
+
+def test_random_search_of_a_data_type_with_its_own_trainer(project, tmp_path, monkeypatch):
+    """Tabular trains with H2O-3's loop (DataType.trainer), which reports every scoring event to the search:
+    ASHA can stop a trial, and --apply then the train stage gives the best trial's metric."""
+    from stages import train
+
+    root = tmp_path / "tabular"
+    root.mkdir()
+    monkeypatch.chdir(root)  # the data paths are relative to the project
+    tabular_project(root)
+    space = {"tabular.l2": [0.0, 0.5], "tabular.input_dropout_ratio": {"low": 0.0, "high": 0.5}}
+    the_search = {"strategy": "random", "max_trials": 4, "seed": 0, "space": space}
+    rows = run(root, "tabular", **the_search, early_stopping={"grace_period": 1})
+    statuses = [r["status"] for r in rows]
+    assert len(rows) == 4 and set(statuses) <= {"finished", "stopped"}, [r["error"] for r in rows]
+    assert rows[0]["status"] == "finished" and rows[0]["epochs"] == 8  # 4 epochs x 2 folds, one report each
+    assert all(r["epochs"] < 8 for r in rows if r["status"] == "stopped")  # stopped by ASHA at a rung
+    best = search.best(root / "artifacts/tabular")
+    search.apply(best["settings"], root / "params.yaml")
+    train.main(root / "params.yaml", root / paths.SPLIT, root / paths.TRAIN, root / paths.CHECKPOINTS)
+    exp = config.load(root / "params.yaml")
+    problem = problems.of(exp)
+    info = io.read_json(root / paths.SPLIT / paths.DATA_INFO_FILE)
+    folds = io.read_frame(root / paths.SPLIT / paths.FOLDS_FILE)
+    oof = pd.read_parquet(root / paths.TRAIN / paths.OOF_FILE)
+    rows_ = folds.set_index("row_id").loc[oof.row_id].reset_index()
+    truth = problem.encode(rows_, exp, info)
+    preds = fitting.predictions_from(oof, problem.output_columns(info))
+    logloss = evaluation.scores(problem, truth, preds)["LogLoss"]
+    assert logloss == best["LogLoss"], (logloss, best["LogLoss"])
+
+    with pytest.raises(
+        search.ConfigError, match="search strategy pbt: tabular_classification trains with its own"
+    ):
+        run(root, "tabular_pbt", **{**the_search, "strategy": "pbt"})
+    assert not (root / "artifacts/tabular_pbt").exists()  # refused before any trial

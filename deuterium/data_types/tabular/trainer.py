@@ -306,19 +306,21 @@ def fit(
     seed: int,
     record=lambda key, value, epoch: None,
     start_epochs: float = 0.0,
+    after_score=None,
 ) -> Result:
-    """Train `model` in place from `start_epochs` to tabular.epochs (in all); returns what happened."""
+    """Train `model` in place from `start_epochs` to tabular.epochs (in all); returns what happened.
+    `after_score(epochs, valid_predictions, ended)`: called after each scoring event (the search's reports)."""
     # One intra-op thread: a mini-batch of these nets is too small to split, and splitting it cost 13x
     # (10 ECG epochs: 6.1 s with 2 threads, 0.47 s with 1, on the shared 2-core machine, 2026-12-02).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _fit(exp, kind, model, train, valid, activate, seed, record, start_epochs)
+        return _fit(exp, kind, model, train, valid, activate, seed, record, start_epochs, after_score)
     finally:
         torch.set_num_threads(threads)
 
 
-def _fit(exp, kind, model, train, valid, activate, seed, record, start_epochs) -> Result:
+def _fit(exp, kind, model, train, valid, activate, seed, record, start_epochs, after_score) -> Result:
     s = exp.tabular
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -353,16 +355,17 @@ def _fit(exp, kind, model, train, valid, activate, seed, record, start_epochs) -
     lower = metric in LOWER_IS_BETTER or metric == "mean_residual_deviance"
     scored = np.random.default_rng(seed + 1).permutation(len(train.y))[:SCORE_TRAINING_SAMPLES]
     result = Result()
-    best, best_state, best_event, values = None, None, -1, []
+    best, best_state, best_event, values, valid_preds = None, None, -1, [], None
 
     def score() -> None:
-        nonlocal best, best_state, best_event
+        nonlocal best, best_state, best_event, valid_preds
         event = {"epochs": samples / per_epoch, "samples": samples, "seconds": time.perf_counter() - started}
         event["train"] = h2o_metrics(
             kind, train.y[scored], predict(model, train.x[scored], activate), exp, train.w[scored]
         )
         if valid is not None and len(valid.y):
-            event["valid"] = h2o_metrics(kind, valid.y, predict(model, valid.x, activate), exp, valid.w)
+            valid_preds = predict(model, valid.x, activate)
+            event["valid"] = h2o_metrics(kind, valid.y, valid_preds, exp, valid.w)
         result.history.append(event)
         for part in ("train", "valid"):
             for key, value in event.get(part, {}).items():
@@ -399,6 +402,8 @@ def _fit(exp, kind, model, train, valid, activate, seed, record, start_epochs) -
                 next_score += score_every
                 score()
                 result.stopped = _why_stop(result, values, s, kind, metric, lower, started)
+                if after_score is not None:
+                    after_score(samples / per_epoch, valid_preds, bool(result.stopped) or samples >= total)
                 if result.stopped:
                     break
             if samples >= total:
@@ -496,6 +501,16 @@ def importance_table(model: TabularNet, columns: list[dict]) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------- the pipeline's entry
 @dataclass
+class SearchState:
+    """What the search reads of deuterium.training.RunState after each epoch."""
+
+    epoch: float  # epochs trained (fractional, as H2O-3's)
+    epochs: float  # tabular.epochs
+    predictions: np.ndarray | None  # the validation rows' predictions now
+    stopped: bool  # training ends after this scoring event (epochs reached or a stopping rule)
+
+
+@dataclass
 class FoldOutcome:
     """deuterium.training.FoldResult's fields, which deuterium.fitting reads."""
 
@@ -529,12 +544,13 @@ def train_fold(
     without importing it: every stage loads the data-type registry, and that import would make each of them
     depend on the shared loop's modules (tests/test_dvc_yaml.py).
 
-    `after_epoch` and `adopt` (the hyperparameter search's hooks) are not supported: H2O-3's training keeps
-    its own state, which Ray Tune's per-epoch reports and PBT's exploit do not drive yet."""
-    if after_epoch is not None or adopt:
+    `after_epoch(name, state)`: called after each scoring event (each epoch, or each tenth of one with
+    score_each_iteration) with a SearchState, for the hyperparameter search's reports. `adopt` (PBT's exploit:
+    continue another trial's checkpoint) is not supported: these runs are not resumed."""
+    if adopt:
         raise ConfigError(
-            "the hyperparameter search (python -m deuterium.search) does not drive tabular training yet; "
-            "queue the variations as DVC experiments instead (dvc exp run --queue -S ...)"
+            "population-based training (search strategy pbt) cannot continue a tabular run from another "
+            "trial's checkpoint; use strategy random or grid"
         )
     s, kind = exp.tabular, problem.task.name
     Path(checkpoints).mkdir(parents=True, exist_ok=True)  # a declared output; H2O-3 runs are not resumed
@@ -554,7 +570,11 @@ def train_fold(
         live.step = int(round(epochs * 1000))
         live.log_metric(f"{name}/{key}", value)
 
-    result = fit(exp, kind, model, train, valid, problem.activate, seed, record, start)
+    def after_score(epochs: float, predictions, ended: bool) -> None:
+        after_epoch(name, SearchState(epochs, s.epochs, predictions, ended))
+
+    hook = after_score if after_epoch is not None else None
+    result = fit(exp, kind, model, train, valid, problem.activate, seed, record, start, hook)
     live.log_param(f"{name}_seed", seed)
     live.log_param(f"{name}_stopped", result.stopped)
     folder = Path(out_dir) / name
