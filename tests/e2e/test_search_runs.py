@@ -1,6 +1,7 @@
 """Searches with Ray Tune on the default audio experiment, made tiny (tests/projects.py): random search with
 ASHA, PBT with its exploit and explore, a crashing trial, and --apply followed by the train stage."""
 
+import json
 import os
 import shutil
 import tempfile
@@ -248,6 +249,16 @@ def test_pbt_of_a_data_type_with_its_own_trainer(project, tmp_path, monkeypatch)
     assert exploits and explores, events
     for event in explores:
         assert 0.001 <= event["new_settings"]["tabular.rate"] <= 0.1
+    # every report, after an exploit too, is one epoch on from the last: the taker trained on from the
+    # donor's epoch (a fresh start would report epoch 1 at a later iteration)
+    results = [
+        json.loads(line)
+        for path in (root / "artifacts/tabular_pbt/ray").glob("*/result.json")
+        for line in path.read_text().splitlines()
+    ]
+    assert results and all(r["epoch"] == r["training_iteration"] for r in results), [
+        (r["trial_id"], r["training_iteration"], r["epoch"]) for r in results
+    ]
 
     with pytest.raises(search.ConfigError, match=r"search space: tabular.hidden: a pbt search may not vary"):
         run(root, "tabular_wider", **{**the_search, "space": {**space, "tabular.hidden": [[8], [16]]}})
