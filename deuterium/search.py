@@ -231,10 +231,13 @@ def _normalized_space(search: SearchSettings) -> dict[str, list | dict]:
 def plan(search: SearchSettings, params_path: Path) -> Plan:
     """Check the search against params.yaml's schema and the pipeline; raise ConfigError with one line."""
     exp = config.load(params_path)  # params.yaml itself first: its own errors, named as the stages name them
-    if search.strategy == "pbt" and problems.of(exp).data.trainer() is not None:
-        raise ConfigError(  # its own training loop (tabular) reports every epoch but resumes no checkpoint
-            f"search strategy pbt: {exp.problem_type} trains with its own loop, which cannot continue another "
-            "trial's checkpoint (PBT's exploit); use strategy random or grid"
+    fixed = problems.of(exp).data.fixed_by_pbt() if search.strategy == "pbt" else []
+    varied = [key for key in search.space if key in fixed]
+    if varied:
+        raise ConfigError(
+            f"search space: {', '.join(varied)}: a pbt search may not vary {exp.problem_type}'s network or "
+            f"optimizer ({', '.join(fixed)}): a trial continues another's checkpoint; search it with "
+            "strategy random or grid"
         )
     params = previous.inherit(yaml.safe_load(params_path.read_text()))
     problem = problems.of(exp)

@@ -178,13 +178,22 @@ def test_manual_trials_are_checked_and_listed(project):
         plan_of(project, strategy="manual", space={}, trials=[{"architecture.pool": "median"}])
 
 
-def test_a_problem_type_with_its_own_training_loop_is_searched_but_not_by_pbt(project):
+def test_pbt_may_not_vary_the_network_of_a_problem_type_with_its_own_training_loop(project):
     shutil.copy(REPO / "configs" / "ecg_autoencoder.yaml", project / "params.yaml")
     space = {"tabular.l2": [0.0, 0.001], "tabular.epochs": {"low": 10, "high": 50}}
     assert plan_of(project, strategy="random", space=space).keys == ["tabular.l2", "tabular.epochs"]
+    assert plan_of(project, strategy="pbt", space=space).keys == ["tabular.l2", "tabular.epochs"]
+    wider = {
+        **space,
+        "tabular.hidden": [[50, 20, 50], [60, 20, 60]],
+        "tabular.activation": ["tanh", "rectifier"],
+    }
+    assert plan_of(project, strategy="random", space=wider).keys == list(wider)
     with pytest.raises(ConfigError) as err:
-        plan_of(project, strategy="pbt", space=space)
-    assert str(err.value).startswith("search strategy pbt: tabular_anomaly trains with its own loop")
+        plan_of(project, strategy="pbt", space=wider)
+    assert str(err.value).startswith(
+        "search space: tabular.hidden, tabular.activation: a pbt search may not vary tabular_anomaly's network"
+    )
     assert "\n" not in str(err.value)
 
 

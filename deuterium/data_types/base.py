@@ -166,6 +166,11 @@ class DataType:
         training is not the shared loop's (tabular: H2O-3's); None: the shared loop."""
         return None
 
+    def fixed_by_pbt(self) -> list[str]:
+        """Settings (dotted keys) a population-based search may not vary: a trial could not continue another
+        trial's checkpoint under other values (the shared loop's are checked when its weights load)."""
+        return []
+
     def dataset(self, files: list[Path], targets: np.ndarray, exp: ExperimentBase, seed: int) -> Dataset:
         """Training items (input, target) with the augmentations; item i's randomness from (seed, epoch, i)."""
         raise NotImplementedError

@@ -4,6 +4,7 @@ input answered with an error naming the column."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -572,6 +573,74 @@ def test_checkpoint_continues_from_the_saved_epoch_count(tmp_path):
     exp3, problem3 = experiment("tabular_classification", frame, epochs=2, checkpoint=str(first))
     with pytest.raises(ConfigError, match="not more than the checkpoint's"):
         _train_fold(exp3, problem3, frame, tmp_path / "third", tmp_path)
+
+
+def _search_fold(exp, problem, frame, valid, folder, after_epoch, adopt=False):
+    """train_fold as a search trial runs it: reporting every scoring event, its checkpoints in folder/ck."""
+    info = problem.label_info(frame, exp)
+    live = Live(str(folder / "live"), report=None, save_dvc_exp=False, dvcyaml=None)
+    trainer.train_fold(
+        exp,
+        problem,
+        info,
+        frame,
+        problem.encode(frame, exp, info),
+        valid,
+        problem.encode(valid, exp, info),
+        0,
+        folder / "model",
+        folder / "ck",
+        live,
+        after_epoch=after_epoch,
+        adopt=adopt,
+    )
+    return folder / "model" / "fold0"
+
+
+def test_an_adopted_checkpoint_goes_on_with_the_new_settings(tmp_path, caplog):
+    """PBT's exploit (deuterium/search.py): a donor's checkpoint after 2 of 4 epochs, continued by a taker with
+    its own rate and l2: only the remaining epochs, from the donor's weights, under the taker's settings."""
+    frame, valid = table_frame(), table_frame(60, seed=1)
+    manual = {"epochs": 4, "adaptive_rate": False, "rate": 0.01, "overwrite_with_best_model": False}
+    exp, problem = experiment("tabular_classification", frame, **manual)
+    taken = tmp_path / "taken.pt"
+
+    def keep_epoch_2(name, state):
+        if round(state.epoch) == 2:
+            shutil.copy(tmp_path / "donor" / "ck" / name / trainer.CHECKPOINT_FILE, taken)
+
+    donor = _search_fold(exp, problem, frame, valid, tmp_path / "donor", keep_epoch_2)
+    at_2 = torch.load(taken, weights_only=True)["model"]
+
+    def take(tag: str, **settings):
+        exp, problem = experiment("tabular_classification", frame, **{**manual, **settings})
+        (tmp_path / tag / "ck" / "fold0").mkdir(parents=True)
+        shutil.copy(taken, tmp_path / tag / "ck" / "fold0" / trainer.CHECKPOINT_FILE)
+        reported = []
+        folder = _search_fold(
+            exp, problem, frame, valid, tmp_path / tag, lambda n, s: reported.append(s.epoch), adopt=True
+        )
+        return reported, load_file(str(folder / "model.safetensors")), trainer.read_state(folder)
+
+    # its own settings again (a trial restored from its own checkpoint): exactly the uninterrupted run
+    reported, weights, _ = take("same")
+    assert reported == [3, 4]
+    assert all(torch.equal(w, load_file(str(donor / "model.safetensors"))[k]) for k, w in weights.items())
+    with caplog.at_level("INFO"):
+        reported, weights, state = take("still", rate=1e-30)  # too small a rate to move a float32 weight
+    assert "continuing checkpoint" in caplog.text and reported == [3, 4]
+    assert all(torch.equal(w, at_2[k]) for k, w in weights.items())  # the donor's weights, unmoved
+    donors = trainer.read_state(donor)["scoring_history"]
+    assert [e["train"] for e in state["scoring_history"][:2]] == [e["train"] for e in donors[:2]]
+    assert [e["epochs"] for e in state["scoring_history"]] == [1, 2, 3, 4]
+    _, faster, _ = take("faster", rate=0.05)
+    _, shrunk, _ = take("shrunk", rate=0.05, l2=0.05)
+    norm = lambda w: sum(float(v.abs().sum()) for k, v in w.items() if k.endswith("weight"))  # noqa: E731
+    assert norm(shrunk) < norm(faster)
+    with pytest.raises(
+        ConfigError, match=r"fold0: cannot continue .* tabular.hidden \[8, 8\] \(this run: \[16, 8\]\)"
+    ):
+        take("wider", hidden=[16, 8])
 
 
 def test_pretrained_autoencoder_starts_the_hidden_layers(tmp_path):

@@ -1,6 +1,7 @@
 """Searches with Ray Tune on the default audio experiment, made tiny (tests/projects.py): random search with
 ASHA, PBT with its exploit and explore, a crashing trial, and --apply followed by the train stage."""
 
+import json
 import os
 import shutil
 import tempfile
@@ -224,8 +225,41 @@ def test_random_search_of_a_data_type_with_its_own_trainer(project, tmp_path, mo
     logloss = evaluation.scores(problem, truth, preds)["LogLoss"]
     assert logloss == best["LogLoss"], (logloss, best["LogLoss"])
 
-    with pytest.raises(
-        search.ConfigError, match="search strategy pbt: tabular_classification trains with its own"
-    ):
-        run(root, "tabular_pbt", **{**the_search, "strategy": "pbt"})
-    assert not (root / "artifacts/tabular_pbt").exists()  # refused before any trial
+
+def test_pbt_of_a_data_type_with_its_own_trainer(project, tmp_path, monkeypatch):
+    """Tabular's loop saves its whole state at every scoring event: PBT's exploit continues a better trial's
+    with this trial's (perturbed) rate and l2; varying the network is refused before any trial."""
+    root = tmp_path / "tabular"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    tabular_project(root)
+    space = {
+        "tabular.rate": {"low": 0.001, "high": 0.1, "distribution": "loguniform"},
+        "tabular.l2": {"low": 0.0, "high": 0.01},
+    }
+    the_search = {"strategy": "pbt", "max_trials": 4, "seed": 1, "space": space, "folds": [0]}
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["tabular"] |= {"adaptive_rate": False, "epochs": 3}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    rows = run(root, "tabular_pbt", **the_search, pbt={"perturbation_interval": 1, "quantile_fraction": 0.5})
+    assert len(rows) == 4 and all(r["status"] == "finished" for r in rows), [r["error"] for r in rows]
+    events = io.read_json(root / "artifacts/tabular_pbt" / search.PBT_LOG)
+    exploits = [e for e in events if e["trial"] != e["copied_from"]]
+    explores = [e for e in exploits if e["new_settings"] != e["old_settings"]]
+    assert exploits and explores, events
+    for event in explores:
+        assert 0.001 <= event["new_settings"]["tabular.rate"] <= 0.1
+    # every report, after an exploit too, is one epoch on from the last: the taker trained on from the
+    # donor's epoch (a fresh start would report epoch 1 at a later iteration)
+    results = [
+        json.loads(line)
+        for path in (root / "artifacts/tabular_pbt/ray").glob("*/result.json")
+        for line in path.read_text().splitlines()
+    ]
+    assert results and all(r["epoch"] == r["training_iteration"] for r in results), [
+        (r["trial_id"], r["training_iteration"], r["epoch"]) for r in results
+    ]
+
+    with pytest.raises(search.ConfigError, match=r"search space: tabular.hidden: a pbt search may not vary"):
+        run(root, "tabular_wider", **{**the_search, "space": {**space, "tabular.hidden": [[8], [16]]}})
+    assert not (root / "artifacts/tabular_wider").exists()  # refused before any trial

@@ -73,6 +73,11 @@ class Tabular(DataType):
 
         return train_fold
 
+    def fixed_by_pbt(self) -> list[str]:
+        from deuterium.data_types.tabular.settings import ARCHITECTURE
+
+        return [f"tabular.{key}" for key in ARCHITECTURE]
+
     def dataset(self, files, targets, exp, seed):
         import torch
         from torch.utils.data import TensorDataset

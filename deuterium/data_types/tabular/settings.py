@@ -45,6 +45,18 @@ StoppingMetric = Literal[
     "mean_per_class_error",
 ]
 
+# what shapes the network and its optimizer: a run continues another's checkpoint (PBT's exploit) only when
+# these are the same, so a population-based search may not vary them
+ARCHITECTURE = (
+    "hidden",
+    "activation",
+    "columns",
+    "categorical_encoding",
+    "standardize",
+    "distribution",
+    "adaptive_rate",
+)
+
 
 class TabularSettings(Section):
     # columns

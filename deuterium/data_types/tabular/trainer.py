@@ -18,6 +18,7 @@ tabular.mini_batch_size rows.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -36,13 +37,14 @@ from torch import nn
 from deuterium import config, io, paths
 from deuterium.data_types.tabular.decode import encode
 from deuterium.data_types.tabular.model import LOG_LINK, TabularNet, apply_max_w2, gedeon
-from deuterium.data_types.tabular.settings import StoppingMetric
+from deuterium.data_types.tabular.settings import ARCHITECTURE, StoppingMetric
 from deuterium.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 SCORE_TRAINING_SAMPLES = 10_000  # H2O-3's score_training_samples default
 STATE_FILE = "tabular_state.json"
+CHECKPOINT_FILE = "last.pt"  # a search trial's training state, where the shared loop keeps its own
 # every stopping metric but auto (resolved first) and the areas under curves goes down as the model improves
 LOWER_IS_BETTER = set(get_args(StoppingMetric)) - {"auto", "AUC", "AUCPR"}
 
@@ -307,20 +309,29 @@ def fit(
     record=lambda key, value, epoch: None,
     start_epochs: float = 0.0,
     after_score=None,
+    saved: dict | None = None,
+    save=None,
 ) -> Result:
     """Train `model` in place from `start_epochs` to tabular.epochs (in all); returns what happened.
-    `after_score(epochs, valid_predictions, ended)`: called after each scoring event (the search's reports)."""
+    `after_score(epochs, valid_predictions, ended)`: called after each scoring event (the search's reports).
+    `save(progress)`: called before it with the whole training state (`progress()`'s), which `saved` continues:
+    the weights, optimizer, samples, scoring history, best model and random state (a search trial's checkpoint,
+    continued by the same trial or, PBT's exploit, by another with its own settings)."""
     # One intra-op thread: a mini-batch of these nets is too small to split, and splitting it cost 13x
     # (10 ECG epochs: 6.1 s with 2 threads, 0.47 s with 1, on the shared 2-core machine, 2026-12-02).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _fit(exp, kind, model, train, valid, activate, seed, record, start_epochs, after_score)
+        return _fit(
+            exp, kind, model, train, valid, activate, seed, record, start_epochs, after_score, saved, save
+        )
     finally:
         torch.set_num_threads(threads)
 
 
-def _fit(exp, kind, model, train, valid, activate, seed, record, start_epochs, after_score) -> Result:
+def _fit(
+    exp, kind, model, train, valid, activate, seed, record, start_epochs, after_score, saved, save
+) -> Result:
     s = exp.tabular
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -338,12 +349,14 @@ def _fit(exp, kind, model, train, valid, activate, seed, record, start_epochs, a
     per_epoch = int(counts.sum()) if counts is not None else len(train.y)
     total = int(round(s.epochs * per_epoch))
     samples = int(round(start_epochs * per_epoch))
-    if samples >= total:
+    if samples >= total and saved is None:
         raise ConfigError(
             f"tabular.epochs {s.epochs:g} is not more than the checkpoint's {start_epochs:g}: "
             "epochs counts all epochs, the checkpoint's too"
         )
     x, y, w = torch.from_numpy(train.x), torch.from_numpy(train.y), torch.from_numpy(train.w)
+    if saved is not None:  # before model.pre runs: its buffers are the checkpoint's
+        model.load_state_dict(saved["model"])
     with torch.no_grad():
         pre = model.pre(x)  # no parameters, no randomness: once, not per batch
     raw = model.offset_idx >= 0
@@ -356,6 +369,59 @@ def _fit(exp, kind, model, train, valid, activate, seed, record, start_epochs, a
     scored = np.random.default_rng(seed + 1).permutation(len(train.y))[:SCORE_TRAINING_SAMPLES]
     result = Result()
     best, best_state, best_event, values, valid_preds = None, None, -1, [], None
+    rows, position = None, 0  # this epoch's rows and how many of them are trained
+
+    def recorded(event: dict) -> None:
+        for part in ("train", "valid"):
+            for key, value in event.get(part, {}).items():
+                if isinstance(value, float):
+                    record(f"{part}/{key}", value, event["epochs"])
+
+    if saved is not None:
+        own = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+        opt.load_state_dict(saved["optimizer"])
+        for group, hyper in zip(opt.param_groups, own, strict=True):
+            group.update(hyper)  # the donor's moments, this run's rate, rho, epsilon... (PBT's explore)
+        same_rows = saved["per_epoch"] == per_epoch  # not so when balance_classes' settings differ
+        samples = saved["samples"] if same_rows else int(round(saved["epochs"] * per_epoch))
+        if same_rows:
+            rows, position, next_score = saved["rows"].numpy(), saved["position"], saved["next_score"]
+        else:
+            next_score = (math.floor(samples / score_every) + 1) * score_every
+        seen = saved["seen"].numpy().copy()
+        result.history = json.loads(saved["history"])
+        result.stopped = saved["stopped"]
+        values = [e.get("valid", e["train"]).get(metric) for e in result.history]
+        if saved["metric"] == metric:  # else the best model is judged afresh from here on
+            best, best_state, best_event = saved["best"], saved["best_state"], saved["best_event"]
+        rng.bit_generator.state = json.loads(saved["rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        started -= saved["seconds"]
+        for event in result.history:  # the curves so far, into this run's dvclive folder
+            recorded(event)
+
+    def progress() -> dict:
+        """Everything the loop needs to go on from this scoring event (torch.load's weights_only types)."""
+        return {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "samples": samples,
+            "epochs": samples / per_epoch,
+            "per_epoch": per_epoch,
+            "next_score": next_score,
+            "rows": torch.from_numpy(rows),
+            "position": position,
+            "seen": torch.from_numpy(seen.copy()),
+            "history": json.dumps(result.history),
+            "stopped": result.stopped,
+            "metric": metric,
+            "best": best,
+            "best_state": best_state,
+            "best_event": best_event,
+            "rng": json.dumps(rng.bit_generator.state),
+            "torch_rng": torch.get_rng_state(),
+            "seconds": time.perf_counter() - started,
+        }
 
     def score() -> None:
         nonlocal best, best_state, best_event, valid_preds
@@ -367,10 +433,7 @@ def _fit(exp, kind, model, train, valid, activate, seed, record, start_epochs, a
             valid_preds = predict(model, valid.x, activate)
             event["valid"] = h2o_metrics(kind, valid.y, valid_preds, exp, valid.w)
         result.history.append(event)
-        for part in ("train", "valid"):
-            for key, value in event.get(part, {}).items():
-                if isinstance(value, float):
-                    record(f"{part}/{key}", value, event["epochs"])
+        recorded(event)
         judged = event.get("valid", event["train"]).get(metric)
         if judged is None:
             raise ConfigError(f"tabular.stopping_metric {metric} is not computed for this problem ({kind})")
@@ -383,11 +446,13 @@ def _fit(exp, kind, model, train, valid, activate, seed, record, start_epochs, a
 
     model.train()
     while samples < total and not result.stopped:
-        rows = epoch_rows(train.y, counts, rng)
-        for start in range(0, len(rows), s.mini_batch_size):
-            batch = rows[start : start + s.mini_batch_size][: total - samples]
+        if rows is None or position >= len(rows):
+            rows, position = epoch_rows(train.y, counts, rng), 0
+        while position < len(rows):
+            batch = rows[position : position + s.mini_batch_size][: total - samples]
             if not len(batch):
                 break
+            position += len(batch)
             idx = torch.from_numpy(batch)
             _set_rate(opt, s, samples)
             loss = _loss(kind, model, pre[idx], x[idx] if raw else None, y[idx], w[idx], s, response_sd)
@@ -402,6 +467,8 @@ def _fit(exp, kind, model, train, valid, activate, seed, record, start_epochs, a
                 next_score += score_every
                 score()
                 result.stopped = _why_stop(result, values, s, kind, metric, lower, started)
+                if save is not None:
+                    save(progress())
                 if after_score is not None:
                     after_score(samples / per_epoch, valid_preds, bool(result.stopped) or samples >= total)
                 if result.stopped:
@@ -499,6 +566,38 @@ def importance_table(model: TabularNet, columns: list[dict]) -> pd.DataFrame:
     return table.sort_values("relative_importance", ascending=False).reset_index(drop=True)
 
 
+def _architecture(exp) -> str:
+    return json.dumps({key: getattr(exp.tabular, key) for key in ARCHITECTURE}, sort_keys=True)
+
+
+def _load_run(path: Path, resolved: str, exp, name: str, adopt: bool) -> dict | None:
+    """A search trial's checkpoint: its own (the same settings and rows) or, with `adopt`, another trial's."""
+    if not path.is_file():
+        return None
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved["config"] == resolved:
+        return saved
+    if not adopt:
+        log.info("%s: checkpoint %s is from other settings or rows; starting over", name, path)
+        return None
+    theirs, ours = json.loads(saved["architecture"]), json.loads(_architecture(exp))
+    differ = [
+        f"tabular.{k} {theirs.get(k)!r} (this run: {ours[k]!r})"
+        for k in ARCHITECTURE
+        if theirs.get(k) != ours[k]
+    ]
+    if differ:
+        raise ConfigError(
+            f"{name}: cannot continue checkpoint {path} (PBT's exploit): it was trained with "
+            f"{'; '.join(differ)}; a population-based search may vary only settings that keep the network "
+            f"and optimizer, not {', '.join('tabular.' + k for k in ARCHITECTURE)}"
+        )
+    log.info(
+        "%s: continuing checkpoint %s (%.3g epochs) with this run's settings", name, path, saved["epochs"]
+    )
+    return saved
+
+
 # ---------------------------------------------------------------------------------- the pipeline's entry
 @dataclass
 class SearchState:
@@ -545,23 +644,26 @@ def train_fold(
     depend on the shared loop's modules (tests/test_dvc_yaml.py).
 
     `after_epoch(name, state)`: called after each scoring event (each epoch, or each tenth of one with
-    score_each_iteration) with a SearchState, for the hyperparameter search's reports. `adopt` (PBT's exploit:
-    continue another trial's checkpoint) is not supported: these runs are not resumed."""
-    if adopt:
-        raise ConfigError(
-            "population-based training (search strategy pbt) cannot continue a tabular run from another "
-            "trial's checkpoint; use strategy random or grid"
-        )
+    score_each_iteration) with a SearchState, for the hyperparameter search's reports; the whole training state
+    is saved first, in checkpoints/<name>/last.pt, as the search's checkpoint. A trial restored from its own
+    checkpoint goes on from it; with `adopt` (PBT's exploit) so does one restored from another trial's, with
+    its own settings (rate, l1, l2, dropout...) but the same network (ARCHITECTURE). The train stage, without
+    `after_epoch`, writes no such checkpoint and is not resumed."""
     s, kind = exp.tabular, problem.task.name
-    Path(checkpoints).mkdir(parents=True, exist_ok=True)  # a declared output; H2O-3 runs are not resumed
+    Path(checkpoints).mkdir(parents=True, exist_ok=True)  # a declared output
     name = f"fold{fold}" if exp.environment.number_of_seeds == 1 else f"fold{fold}/seed{seed_index}"
+    ckpt = Path(checkpoints) / name / CHECKPOINT_FILE
+    rows = pd.util.hash_pandas_object(train_frame, index=False).to_numpy().tobytes() + train_targets.tobytes()
+    resolved = f"{config.dump(exp)}# training rows: {hashlib.sha256(rows).hexdigest()}\n"
+    saved = _load_run(ckpt, resolved, exp, name, adopt) if after_epoch is not None or adopt else None
     seed = (s.seed if s.seed is not None else exp.environment.seed) + fold + 1000 * seed_index
+    seed = saved["seed"] if saved else seed
     torch.manual_seed(seed)
     model = problem.model(exp, problem.n_outputs(info))
     start = 0.0
-    if s.checkpoint is not None:
+    if saved is None and s.checkpoint is not None:  # (a search checkpoint's weights: fit loads them)
         start = load_checkpoint(model, s.checkpoint, exp)
-    elif s.pretrained_autoencoder is not None:
+    elif saved is None and s.pretrained_autoencoder is not None:
         load_pretrained_autoencoder(model, s.pretrained_autoencoder)
     train = table(train_frame, train_targets, exp, kind)
     valid = table(valid_frame, valid_targets, exp, kind) if len(valid_frame) else None
@@ -573,8 +675,14 @@ def train_fold(
     def after_score(epochs: float, predictions, ended: bool) -> None:
         after_epoch(name, SearchState(epochs, s.epochs, predictions, ended))
 
-    hook = after_score if after_epoch is not None else None
-    result = fit(exp, kind, model, train, valid, problem.activate, seed, record, start, hook)
+    def save(progress: dict) -> None:
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ckpt.with_suffix(".tmp")
+        torch.save({**progress, "seed": seed, "config": resolved, "architecture": _architecture(exp)}, tmp)
+        tmp.replace(ckpt)  # atomic: a kill leaves the previous checkpoint or this one
+
+    hook, saving = (after_score, save) if after_epoch is not None else (None, None)
+    result = fit(exp, kind, model, train, valid, problem.activate, seed, record, start, hook, saved, saving)
     live.log_param(f"{name}_seed", seed)
     live.log_param(f"{name}_stopped", result.stopped)
     folder = Path(out_dir) / name
