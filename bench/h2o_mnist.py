@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from deuterium import config, problems
 from deuterium.data_types.tabular import trainer
@@ -89,6 +90,7 @@ def run_ours(data: dict[str, pd.DataFrame], epochs: float, seed: int, batch: int
     started = time.perf_counter()
     exp = problem.data.resolve(exp, {"tabular": problem.data.choose(problem.files(train, exp), exp)})
     info = problem.label_info(train, exp)
+    torch.manual_seed(seed)  # as the train stage does: the initial weights follow the seed
     model = problem.model(exp, problem.n_outputs(info))
     tables = [trainer.table(f, problem.encode(f, exp, info), exp, "classification") for f in (train, test)]
     result = trainer.fit(exp, "classification", model, tables[0], tables[1], problem.activate, seed)

@@ -151,7 +151,9 @@ def test_the_moving_average_rule():
 
 def test_max_runtime_secs_and_classification_stop_say_why():
     frame = table_frame()
-    *_, timed = fit("tabular_classification", frame, epochs=1000, max_runtime_secs=0.5)
+    *_, timed = fit(
+        "tabular_classification", frame, epochs=1000, max_runtime_secs=0.5, classification_stop=-1
+    )
     assert timed.stopped.startswith("max_runtime_secs") and timed.epochs < 1000
     *_, good = fit("tabular_classification", frame, epochs=100, classification_stop=0.3)
     assert good.stopped.startswith("classification_stop") and good.epochs < 100
@@ -169,12 +171,14 @@ def test_regression_stop_stops_when_the_training_mse_is_under_it_and_says_why():
 
 
 def test_overwrite_with_best_model_keeps_the_best_scoring_model(tmp_path):
-    """Validation logloss is lowest at epoch 19 of 30 here: with the setting on, the kept model (its saved
-    weights, h2o_metrics.json) is that epoch's; off, the last epoch's."""
+    """Validation logloss is lowest before the last of 30 epochs here (asserted below): with the setting on,
+    the kept model (its saved weights, h2o_metrics.json) is that epoch's; off, the last epoch's."""
     frame, valid = table_frame(), table_frame(n=60, seed=5)
     kept = {}
     for on in (True, False):
-        exp, problem = experiment("tabular_classification", frame, epochs=30, overwrite_with_best_model=on)
+        exp, problem = experiment(
+            "tabular_classification", frame, epochs=30, overwrite_with_best_model=on, classification_stop=-1
+        )
         folder = _train_fold(exp, problem, frame, tmp_path / str(on), tmp_path, valid)
         info = problem.label_info(frame, exp)
         y = problem.encode(valid, exp, info).argmax(1)
@@ -222,6 +226,17 @@ def test_input_dropout_ratio_drops_inputs_in_training_only(tmp_path):
 def test_fractional_epochs_train_that_share_of_the_rows():
     *_, result = fit("tabular_classification", table_frame(), epochs=0.5, mini_batch_size=10)
     assert result.samples == 100 and result.epochs == pytest.approx(0.5)
+
+
+def test_adadelta_epsilon_is_per_row_so_a_mini_batch_steps_like_its_rows():
+    """tabular.epsilon is H2O-3's (an update per row): a mini-batch of B rows updates with B x epsilon."""
+    for batch in (1, 16):
+        exp, problem = experiment(
+            "tabular_classification", table_frame(), mini_batch_size=batch, epsilon=1e-7
+        )
+        model = problem.model(exp, 2)
+        group = trainer._optimizer(model, exp.tabular).param_groups[0]
+        assert group["eps"] == pytest.approx(1e-7 * batch) and group["rho"] == exp.tabular.rho
 
 
 def test_manual_rate_anneals_and_ramps_the_momentum():

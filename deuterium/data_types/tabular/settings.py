@@ -70,7 +70,8 @@ class TabularSettings(Section):
     activation: Activation = "rectifier"
     hidden: list[int] = Field(default_factory=lambda: [200, 200], min_length=1)
     epochs: float = Field(10.0, gt=0)
-    mini_batch_size: int = Field(32, ge=1)  # H2O-3's default is 1 (Hogwild); per-row steps are slow in torch
+    mini_batch_size: int = Field(32, ge=1)  # H2O-3's is 1 (Hogwild); per-row steps are slow in torch
+    # (ADADELTA's epsilon is scaled by it: see trainer.adadelta_epsilon)
     input_dropout_ratio: float = Field(0.0, ge=0, lt=1)
     hidden_dropout_ratios: list[float] | None = None  # *_with_dropout only; default 0.5 per layer
     l1: float = Field(0.0, ge=0)
