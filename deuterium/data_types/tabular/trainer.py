@@ -315,6 +315,17 @@ def predict(model: nn.Module, x: np.ndarray, activate, batch: int = 4096) -> np.
     return torch.cat(outs).numpy() if outs else np.zeros((0, 1), np.float32)
 
 
+@torch.no_grad()
+def _predict_encoded(model: TabularNet, e: torch.Tensor, x: torch.Tensor, activate, batch: int = 4096):
+    """`predict` on rows whose model.pre is computed already (a scoring event's rows, every event)."""
+    model.eval()
+    outs = [
+        activate(model.finish(model.net(e[i : i + batch]), e[i : i + batch], x[i : i + batch]))
+        for i in range(0, len(e), batch)
+    ]
+    return torch.cat(outs).numpy() if outs else np.zeros((0, 1), np.float32)
+
+
 def fit(
     exp,
     kind: str,
@@ -384,6 +395,12 @@ def _fit(
     metric = stopping_metric(kind, s)
     lower = metric in LOWER_IS_BETTER or metric == "mean_residual_deviance"
     scored = np.random.default_rng(seed + 1).permutation(len(train.y))[:SCORE_TRAINING_SAMPLES]
+    scored_rows = torch.from_numpy(scored)
+    scored_x = x[scored_rows]
+    if valid is not None and len(valid.y):
+        valid_x = torch.from_numpy(valid.x)
+        with torch.no_grad():
+            valid_pre = model.pre(valid_x)  # the net's input for every scoring event, once
     result = Result()
     best, best_state, best_event, values, valid_preds = None, None, -1, [], None
     rows, position = None, 0  # this epoch's rows and how many of them are trained
@@ -443,11 +460,10 @@ def _fit(
     def score() -> None:
         nonlocal best, best_state, best_event, valid_preds
         event = {"epochs": samples / per_epoch, "samples": samples, "seconds": time.perf_counter() - started}
-        event["train"] = h2o_metrics(
-            kind, train.y[scored], predict(model, train.x[scored], activate), exp, train.w[scored]
-        )
+        scored_preds = _predict_encoded(model, pre[scored_rows], scored_x, activate)
+        event["train"] = h2o_metrics(kind, train.y[scored], scored_preds, exp, train.w[scored])
         if valid is not None and len(valid.y):
-            valid_preds = predict(model, valid.x, activate)
+            valid_preds = _predict_encoded(model, valid_pre, valid_x, activate)
             event["valid"] = h2o_metrics(kind, valid.y, valid_preds, exp, valid.w)
         result.history.append(event)
         recorded(event)
