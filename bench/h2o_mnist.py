@@ -1,6 +1,6 @@
 """H2O-3 Deep Learning against this project's tabular trainer on MNIST, same settings, same machine, one run.
 
-    python -m bench.h2o_mnist [--rows N] [--epochs 10] [--seed 1] [--h2o-threads -1]
+    python -m bench.h2o_mnist [--rows N] [--epochs 10] [--seed 1] [--batch 128] [--h2o-threads -1]
 
 The H2O Deep Learning booklet's trial run: 784 pixel columns, activation rectifier with dropout (hidden
 dropout 0.5, H2O-3's default), hidden 32,32,32, input dropout ratio 0.2, l1 1e-5, 10 epochs, ADADELTA,
@@ -107,7 +107,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=None, help="training rows (default: all 60,000)")
     parser.add_argument("--epochs", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--batch", type=int, default=32, help="our mini_batch_size (H2O-3's is 1)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=128,
+        help="our mini_batch_size (H2O-3's is 1; configs/mnist_tabular.yaml's)",
+    )
     parser.add_argument("--h2o-threads", type=int, default=-1, help="H2O-3's nthreads (-1: all cores)")
     args = parser.parse_args()
     data = frames(args.rows)
