@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 from rich.progress import track
 
 from deuterium import assets, cli, data_types
@@ -42,9 +43,17 @@ class Item:
     row: dict | None = None  # a frame's row (column -> value), for a data type whose input is a row
 
 
-def frame_rows(path: Path) -> list[Item]:
-    """Every row of a dataframe file, as the decoder takes it: column -> value, a missing value None."""
+def frame_rows(path: Path, numeric: frozenset[str] = frozenset()) -> list[Item]:
+    """Every row of a dataframe file, as the decoder takes it: column -> value, a missing value None.
+
+    `numeric`: the model's numeric columns. One cell that is not a number makes pandas read a whole CSV
+    column as text; its cells that are numbers are numbers again here, so only the rows with the bad cell
+    fail (naming it), not every row."""
     frame = dio.read_frame(path)
+    for name in numeric & set(frame.columns):
+        if not pd.api.types.is_numeric_dtype(frame[name]):  # text (pandas 3: str, else object)
+            parsed = pd.to_numeric(frame[name], errors="coerce")
+            frame[name] = parsed.astype(object).where(parsed.notna(), frame[name])
     rows = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
     return [Item(f"{path}:{i}", None, row=row) for i, row in enumerate(rows, start=1)]
 
@@ -55,12 +64,14 @@ def collect(
     suffixes: frozenset[str],
     data_folder: Path | None = None,
     rows_are_inputs: bool = False,
+    numeric: frozenset[str] = frozenset(),
 ) -> list[Item]:
-    """`rows_are_inputs`: the model's data type reads no files, so a dataframe file is rows to score."""
+    """`rows_are_inputs`: the model's data type reads no files, so a dataframe file is rows to score
+    (`numeric`: the model's numeric columns, see frame_rows)."""
     items: list[Item] = []
     for given in inputs:
         if rows_are_inputs and given.suffix.lower() in FRAME_SUFFIXES:
-            items += frame_rows(given)
+            items += frame_rows(given, numeric)
         elif given.is_dir():
             found = sorted(p for p in given.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
             if not found:
@@ -146,7 +157,10 @@ def main(
     rows_are_inputs = not data_type.column_key  # no column of files: a row of values is the input
     if not rows_are_inputs:
         column = column or scorer.pre.column or data_type.dataset_fields[data_type.column_key][1]
-    items = collect(inputs, column or "", data_type.file_suffixes, data_folder, rows_are_inputs)
+    numeric = frozenset(
+        c["name"] for c in scorer.pre.input.get("columns") or [] if c.get("kind") != "categorical"
+    )
+    items = collect(inputs, column or "", data_type.file_suffixes, data_folder, rows_are_inputs, numeric)
     key = "row" if rows_are_inputs else "file"
     rows, failures = score(scorer, items, key)
     pre = scorer.pre

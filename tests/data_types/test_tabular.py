@@ -547,6 +547,14 @@ def test_the_standalone_scorer_scores_every_row_of_a_frame(stages_run, tmp_path,
     assert scored.label.notna().all()
     assert f"{rows / 'b.json'}: x1: 'abc' is not a number" in caplog.text
 
+    # one cell that is not a number makes pandas read the CSV column as text: only its row fails
+    typo = table_frame(4, seed=3).astype({"x1": object})
+    typo.loc[2, "x1"] = "1,5"
+    typo.to_csv(tmp_path / "typo.csv", index=False)
+    assert score.main(model, [tmp_path / "typo.csv"], tmp_path / "t.csv") == 1
+    assert pd.read_csv(tmp_path / "t.csv").row.tolist() == [f"{tmp_path / 'typo.csv'}:{i}" for i in (1, 2, 4)]
+    assert f"{tmp_path / 'typo.csv'}:3: x1: '1,5' is not a number" in caplog.text
+
 
 def test_the_retrain_flow_scores_the_holdout_rows_with_an_exported_model(stages_run):
     """flows/retrain.py scores champion and challenger again on the holdout: here, its rows."""
