@@ -81,10 +81,10 @@ def fit_folds(
                 tmp,
                 checkpoints,
                 live,
-                seed_index,
-                stage,
-                after_epoch,
-                adopt,
+                seed_index=seed_index,
+                stage=stage,
+                after_epoch=after_epoch,
+                adopt=adopt,
             )
             for seed_index in range(n_seeds)
         ]
