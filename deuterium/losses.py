@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torchvision.ops import sigmoid_focal_loss
 
 
 class BCE(nn.Module):
@@ -23,6 +22,10 @@ class SigmoidFocal(nn.Module):
         self.gamma, self.alpha = gamma, alpha
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        from torchvision.ops import (
+            sigmoid_focal_loss,
+        )  # here: importing torchvision.ops costs every stage ~1 s
+
         return sigmoid_focal_loss(logits, target, alpha=self.alpha, gamma=self.gamma, reduction="mean")
 
 
