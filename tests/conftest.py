@@ -26,21 +26,9 @@ def bentoml_home() -> Path:
     return Path(os.environ["BENTOML_HOME"])
 
 
-# Folders whose tests share session fixtures (a Prefect server and flow project, a trained slice, a served
-# model): under pytest-xdist each is one group, so one worker sets them up once.
-SHARED_SESSION = ("flows", "stages", "serving")
-
-
 def pytest_collection_modifyitems(items):
-    """Tests under tests/stages run stages on a slice (seconds each): `make test-quick` leaves them out.
-
-    `make test` runs two pytest-xdist workers with --dist loadgroup: every test gets an xdist_group, its
-    SHARED_SESSION folder or else its file (module fixtures, such as a dvc repro, then run once)."""
-    here = Path(__file__).resolve().parent
+    """Tests under tests/stages run stages on a slice (seconds each): `make test-quick` leaves them out."""
+    stages = Path(__file__).resolve().parent / "stages"
     for item in items:
-        path = Path(str(item.fspath))
-        if path.is_relative_to(here / "stages"):
+        if Path(str(item.fspath)).is_relative_to(stages):
             item.add_marker(pytest.mark.stage)
-        rel = path.relative_to(here) if path.is_relative_to(here) else path
-        group = rel.parts[0] if len(rel.parts) > 1 and rel.parts[0] in SHARED_SESSION else str(rel)
-        item.add_marker(pytest.mark.xdist_group(group))
