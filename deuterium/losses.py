@@ -22,9 +22,8 @@ class SigmoidFocal(nn.Module):
         self.gamma, self.alpha = gamma, alpha
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        from torchvision.ops import (
-            sigmoid_focal_loss,
-        )  # here: importing torchvision.ops costs every stage ~1 s
+        # imported here: torchvision.ops brings torch._dynamo into every stage process otherwise
+        from torchvision.ops import sigmoid_focal_loss
 
         return sigmoid_focal_loss(logits, target, alpha=self.alpha, gamma=self.gamma, reduction="mean")
 
