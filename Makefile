@@ -30,11 +30,15 @@ repro: install
 	@$(BIN)/python -c "import json; m = json.load(open('metrics.json')); k = m['metric']; \
 	print(f\"{k}: validation {m['validation']['overall'][k]:.4f}\" + (f\", test {m['test'][k]:.4f}\" if 'test' in m else ''))"
 
+# Two pytest-xdist workers: the end-to-end tests spend much of their time waiting on servers and stage
+# processes. Tests that share fixtures stay on one worker (tests/conftest.py).
+PYTEST_WORKERS ?= -n 2
+
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_WORKERS)
 
 test-quick: install
-	$(BIN)/python -m pytest -m "not e2e and not stage"
+	$(BIN)/python -m pytest $(PYTEST_WORKERS) -m "not e2e and not stage"
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -26,6 +26,33 @@ def bentoml_home() -> Path:
     return Path(os.environ["BENTOML_HOME"])
 
 
+# Folders whose tests share session fixtures (a Prefect server and flow project, a trained slice, a served
+# model): under pytest-xdist each goes to one worker, which sets them up once.
+SHARED_SESSION = ("flows", "stages", "serving")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` runs two pytest-xdist workers; this sends each SHARED_SESSION folder, and every other
+    test file, whole to one worker, in collection order (so module fixtures such as a dvc repro run once).
+
+    pytest-xdist's own `--dist loadgroup` cannot do it with pytest 9: it tags a group onto `item._nodeid`,
+    which pytest 9 no longer reads, so a group's tests were spread over both workers and order-dependent
+    tests found their fixtures' state missing. Overriding the scope of `--dist loadscope` is its public
+    hook's documented way to group otherwise."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedSessionScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            parts = path.split("/")
+            if len(parts) > 2 and parts[0] == "tests" and parts[1] in SHARED_SESSION:
+                return "/".join(parts[:2])
+            return path
+
+    return SharedSessionScheduling(config, log)
+
+
 def pytest_collection_modifyitems(items):
     """Tests under tests/stages run stages on a slice (seconds each): `make test-quick` leaves them out."""
     stages = Path(__file__).resolve().parent / "stages"
