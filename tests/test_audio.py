@@ -111,7 +111,8 @@ def test_channels_become_image_channels():
     stereo = torch.stack([tone(500), tone(1500)]).unsqueeze(0)  # [1, 2, samples]
     image = raw(audio, stereo)
     assert image.shape[:2] == (1, 2)
-    assert torch.equal(image[:, :1], raw(audio, stereo[:, 0]))
+    # equal up to float rounding: the STFT of a batch of two may sum in another order (threads, kernels)
+    torch.testing.assert_close(image[:, :1], raw(audio, stereo[:, 0]), rtol=1e-4, atol=1e-3)
 
 
 def test_models_saved_with_torchaudio_buffers_still_load():
