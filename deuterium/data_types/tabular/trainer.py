@@ -317,6 +317,15 @@ def predict(model: nn.Module, x: np.ndarray, activate, batch: int = 4096) -> np.
 
 
 @torch.no_grad()
+def _preprocessed(model: TabularNet, x: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+    """model.pre of every row, a chunk at a time: on MNIST's 60,000 x 784 frame, whole-frame temporaries
+    made it the slowest step of a short run (cProfile, 2 epochs: 2.5 s of 9.4 s)."""
+    return (
+        torch.cat([model.pre(x[i : i + batch]) for i in range(0, len(x), batch)]) if len(x) else model.pre(x)
+    )
+
+
+@torch.no_grad()
 def _predict_encoded(model: TabularNet, e: torch.Tensor, x: torch.Tensor, activate, batch: int = 4096):
     """`predict` on rows whose model.pre is computed already (a scoring event's rows, every event)."""
     model.eval()
@@ -386,8 +395,7 @@ def _fit(
     x, y, w = torch.from_numpy(train.x), torch.from_numpy(train.y), torch.from_numpy(train.w)
     if saved is not None:  # before model.pre runs: its buffers are the checkpoint's
         model.load_state_dict(saved["model"])
-    with torch.no_grad():
-        pre = model.pre(x)  # no parameters, no randomness: once, not per batch
+    pre = _preprocessed(model, x)  # no parameters, no randomness: once, not per batch
     raw = model.offset_idx >= 0
     response_sd = float(model.response[1])
     opt = _optimizer(model, s)
@@ -400,8 +408,7 @@ def _fit(
     scored_x = x[scored_rows]
     if valid is not None and len(valid.y):
         valid_x = torch.from_numpy(valid.x)
-        with torch.no_grad():
-            valid_pre = model.pre(valid_x)  # the net's input for every scoring event, once
+        valid_pre = _preprocessed(model, valid_x)  # the net's input for every scoring event, once
     result = Result()
     best, best_state, best_event, values, valid_preds = None, None, -1, [], None
     rows, position = None, 0  # this epoch's rows and how many of them are trained
