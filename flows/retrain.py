@@ -37,6 +37,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -260,8 +261,13 @@ def training_data(
         raise DataError(f"{new['dataset.train_dataframe']}: no column {column!r} naming the files")
     new_folder = _path(project, exp_new.dataset.data_folder).resolve()
     new_files, noun = input_hashes(project, exp_new, new_frame, new_folder)
-    if replace:
-        return new, new_files
+    if replace:  # the new dataframe as it is, into `work` too: experiment_copies copies that folder
+        source = _path(project, new["dataset.train_dataframe"])
+        copied = work / TRAINING / source.name
+        copied.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, copied)
+        log.info("training on the %d new rows alone (%s)", len(new_frame), copied)
+        return {**new, "dataset.train_dataframe": _shown(project, copied)}, new_files
 
     exp = load_experiment(project, params)
     old_frame = io.read_frame(_path(project, exp.dataset.train_dataframe))
@@ -299,14 +305,11 @@ def training_data(
     return settings, {n: h for n, h in new_files.items() if h not in old}
 
 
-def experiment_copies(
-    project: Path, copies: list[str], new: dict[str, str], replace: bool, work: Path
-) -> list[str]:
-    """What `dvc exp run -C` copies into the temporary experiment. Appending, the experiment reads the
-    appended dataframe in `work`, not the new one: copying the new one anyway failed when it was a file in
-    a folder git does not have (DVC does not make its parent folder: "Unable to copy ... No such file")."""
-    if replace:
-        return copies
+def experiment_copies(project: Path, copies: list[str], new: dict[str, str], work: Path) -> list[str]:
+    """What `dvc exp run -C` copies into the temporary experiment. The experiment reads the dataframe in
+    `work` (appended, or with `replace` the new one copied as it is), not the new one where it lies: copying
+    that failed when it was a file in a folder git does not have (DVC does not make its parent folder:
+    "Unable to copy ... No such file")."""
     dataframe = new["dataset.train_dataframe"]
     return [_shown(project, work / TRAINING), *(c for c in copies if c != dataframe)]
 
@@ -641,7 +644,7 @@ def retrain(
     validate_new_data(project, with_new, work)  # the new rows as given, so errors name their file and row
     data, new_files = training_data(project, params, new, replace, work)
     check_holdout_untouched(project, exp, new_files, str(new_data))
-    copies = experiment_copies(project, copies, new, replace, work)
+    copies = experiment_copies(project, copies, new, work)
     settings = _items(data) + list(set_params or [])
 
     stages = stage_order(project)

@@ -87,8 +87,12 @@ def test_replace_trains_on_the_new_rows_alone(project):
     new = new_batch(project, [("7_george_9.wav", 7)])
     work = project / "artifacts" / "retrain" / "run"
     settings, new_files = training_data(project, params_of(project), new, replace=True, work=work)
-    assert settings == new and settings["dataset.train_dataframe"] == "data/incoming/train.csv"
-    assert not (work / "training").exists() and list(new_files) == ["7_george_9.wav"]
+    # the new dataframe as it is, copied where the experiment reads it (see experiment_copies)
+    assert settings == {**new, "dataset.train_dataframe": "artifacts/retrain/run/training/train.csv"}
+    assert (work / "training" / "train.csv").read_bytes() == (
+        project / new["dataset.train_dataframe"]
+    ).read_bytes()
+    assert list(new_files) == ["7_george_9.wav"]
 
 
 def test_a_new_file_with_the_bytes_of_a_holdout_file_is_refused_by_content_not_name(project):
@@ -206,12 +210,12 @@ def test_appending_copies_the_appended_dataframe_not_the_new_one(rows_project):
     )
     assert copies == ["data/incoming/train.csv"]
     work = rows_project / "artifacts" / "retrain" / "run"
-    assert experiment_copies(rows_project, copies, new, False, work) == ["artifacts/retrain/run/training"]
-    assert experiment_copies(rows_project, copies, new, True, work) == copies  # --replace reads the new one
+    # appended or (--replace) copied as it is, the experiment reads the dataframe in work/training
+    assert experiment_copies(rows_project, copies, new, work) == ["artifacts/retrain/run/training"]
     folder, copies = data_settings(
         rows_project, Path("data/incoming"), None, params_of(rows_project)["dataset"]
     )
-    assert experiment_copies(rows_project, copies, folder, False, work) == [
+    assert experiment_copies(rows_project, copies, folder, work) == [
         "artifacts/retrain/run/training",
         "data/incoming",
     ]
