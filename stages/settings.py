@@ -10,11 +10,60 @@ stage, whose section params.yaml may leave out (DVC refuses a listed params key 
 import argparse
 from pathlib import Path
 
+import yaml
+
 from deuterium import cli, config, io, paths, problems
+from deuterium.errors import ConfigError
+
+
+def tracked_keys(dvc_yaml: Path, params_name: str) -> list[str]:
+    """The params keys dvc.yaml's stages list for `params_name` (DVC's default params file by bare key)."""
+    stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages") or {}
+    keys: list[str] = []
+    for stage in stages.values():
+        for entry in stage.get("params") or []:
+            if isinstance(entry, str):
+                named = [entry] if params_name == "params.yaml" else []
+            else:
+                named = [k for file, ks in entry.items() if Path(file).name == params_name for k in ks or []]
+            keys += [k for k in named if k not in keys]
+    return keys
+
+
+def check_tracked_keys(params: Path, exp) -> None:
+    """A params.yaml that leaves out keys the schema defaults, but dvc.yaml's stages track, passes the schema
+    and then stops `dvc repro` at a later stage with DVC's "Parameters ... are missing from 'params.yaml'".
+    Say so here, at the first stage, with the lines to add (the schema's defaults)."""
+    dvc_yaml = params.parent / "dvc.yaml"
+    if not dvc_yaml.is_file():
+        return
+    raw = yaml.safe_load(params.read_text()) or {}
+    resolved = exp.model_dump(mode="json")
+    missing: dict = {}
+    for key in tracked_keys(dvc_yaml, params.name):
+        node, value, found = raw, resolved, True
+        for part in key.split("."):
+            found = found and isinstance(node, dict) and part in node
+            node = node.get(part) if found else None
+            value = value.get(part) if isinstance(value, dict) else None
+        if not found:
+            *parents, last = key.split(".")
+            target = missing
+            for part in parents:
+                target = target.setdefault(part, {})
+            target[last] = value
+    if missing:
+        lines = yaml.safe_dump(missing, sort_keys=False).rstrip()
+        raise ConfigError(
+            f"{params}: dvc.yaml's stages track keys this file leaves out, and DVC needs each written out "
+            f"(even at its default). Add them, here with the schema's defaults, or start from a file in "
+            f"configs/:\n{lines}"
+        )
 
 
 def main(params: Path = Path("params.yaml"), out_dir: Path = paths.SETTINGS) -> dict:
     exp = config.load(params)
+    check_tracked_keys(Path(params), exp)
     data = problems.of(exp).data
     section = type(exp).data_section
     settings = {
