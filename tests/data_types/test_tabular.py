@@ -4,6 +4,7 @@ input answered with an error naming the column."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -763,6 +764,15 @@ def test_a_json_row_with_a_wrong_type_names_the_column():
         decoder.from_json({"x1": 1, "x2": 1.0, "colour": [1, 2]})
     with pytest.raises(InputError, match="x2: column missing"):
         decoder.from_json({"x1": 1, "colour": "red"})
+    # JSON's 1e400 and -Infinity are floats to Python; 1e39 is one beyond float32, the graph's input
+    for value in (math.inf, -math.inf, 1e39):
+        with pytest.raises(InputError, match="x1: .* is not a finite float32 number"):
+            decoder.from_json({"x1": value, "x2": 1.0, "colour": "red"})
+    assert decoder.from_json({"x1": math.nan, "x2": 1.0, "colour": "red"}).shape == (3,)  # NaN: missing
+    frame = table_frame()
+    frame.loc[4, "x2"] = np.inf
+    with pytest.raises(InputError, match=r"x2: inf \(row 5\) is not a finite"):
+        trainer.frame_matrix(exp.tabular.columns, frame)
 
 
 def test_settings_are_validated():

@@ -102,3 +102,8 @@ def test_json_rows_score_and_a_wrong_type_is_a_4xx_naming_the_column(ecg, server
     assert 400 <= r.status_code < 500 and "t7" in r.text
     r = requests.post(f"{server}/predict_json", json={"input": {**normal, "t9": None}}, timeout=60)
     assert r.status_code == 200  # a missing value: the training mean
+    # JSON numbers beyond a float (1e400, -Infinity) were scored as inf and answered NaN with a 200
+    body = json.dumps({"input": {**normal, "t3": 0.5}}).replace('"t3": 0.5', '"t3": 1e400')
+    headers = {"content-type": "application/json"}
+    r = requests.post(f"{server}/predict_json", data=body, headers=headers, timeout=60)
+    assert 400 <= r.status_code < 500 and "t3" in r.text and "finite" in r.text, r.text

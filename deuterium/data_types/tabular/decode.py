@@ -85,7 +85,16 @@ def encode(
             ) from None
         if column.dtype == object or column.shape != (n,):
             raise InputError(f"{name}: one number per row expected")
-        out[:, j] = column
+        with np.errstate(over="ignore"):  # beyond float32: inf, refused just below
+            out[:, j] = column
+        infinite = np.flatnonzero(np.isinf(out[:, j]))  # inf, or beyond float32's range (the graph's input)
+        if len(infinite):
+            i = int(infinite[0])
+            where = f" (row {i + 1})" if n > 1 else ""
+            raise InputError(
+                f"{name}: {float(column[i])!r}{where} is not a finite float32 number (a numeric column; null when "
+                "unknown)"
+            )
     return out
 
 
