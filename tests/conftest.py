@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -6,6 +8,7 @@ from pathlib import Path
 # Telemetry off, nothing from a hub, and throwaway homes for the BentoML store and Prefect,
 # before any of these libraries is imported (subprocesses inherit them).
 _homes = Path(tempfile.mkdtemp(prefix="deuterium-tests-"))
+atexit.register(shutil.rmtree, _homes, ignore_errors=True)  # up to ~20 MB a process (bentos, Prefect's DB)
 os.environ.update(
     DO_NOT_TRACK="1",
     BENTOML_DO_NOT_TRACK="true",
