@@ -82,15 +82,14 @@ def run_h2o(
     return error, seconds, epochs
 
 
-def run_ours(data: dict[str, pd.DataFrame], epochs: float, seed: int, batch: int) -> tuple[float, float, str]:
-    params = {
-        "problem_type": "tabular_classification",
-        "dataset": {"train_dataframe": "train.parquet", "data_folder": ".", "label_columns": ["C785"]},
-        "tabular": {**TRIAL, "epochs": epochs, "seed": seed, "mini_batch_size": batch},
-    }
+def fit_ours(
+    params: dict, train: pd.DataFrame, test: pd.DataFrame, kind: str, seed: int, validate: bool
+) -> tuple[np.ndarray, trainer.Table, float, str]:
+    """Our tabular trainer as the train stage runs it, on frames in memory: (the model's outputs on the test
+    frame, the test frame's table, seconds of training, why it stopped). `validate`: the test frame is the
+    validation frame (scored every epoch). Also used by bench/h2o_small_tables.py."""
     exp = config.parse(params)
     problem = problems.of(exp)
-    train, test = data["train"], data["test"]
     # A process's first optimizer imports torch._dynamo (about 2 s here): a one-time start-up cost, like
     # H2O-3's JVM start, which its timer leaves out too. (The train stage has imported it with timm.)
     torch.optim.Adadelta([torch.zeros(1, requires_grad=True)])
@@ -99,12 +98,22 @@ def run_ours(data: dict[str, pd.DataFrame], epochs: float, seed: int, batch: int
     info = problem.label_info(train, exp)
     torch.manual_seed(seed)  # as the train stage does: the initial weights follow the seed
     model = problem.model(exp, problem.n_outputs(info))
-    tables = [trainer.table(f, problem.encode(f, exp, info), exp, "classification") for f in (train, test)]
-    result = trainer.fit(exp, "classification", model, tables[0], tables[1], problem.activate, seed)
+    tables = [trainer.table(f, problem.encode(f, exp, info), exp, kind) for f in (train, test)]
+    valid = tables[1] if validate else None
+    result = trainer.fit(exp, kind, model, tables[0], valid, problem.activate, seed)
     seconds = time.perf_counter() - started
-    probs = trainer.predict(model, tables[1].x, problem.activate)
-    error = float(np.mean(probs.argmax(1) != tables[1].y))
-    return error, seconds, result.stopped
+    return trainer.predict(model, tables[1].x, problem.activate), tables[1], seconds, result.stopped
+
+
+def run_ours(data: dict[str, pd.DataFrame], epochs: float, seed: int, batch: int) -> tuple[float, float, str]:
+    params = {
+        "problem_type": "tabular_classification",
+        "dataset": {"train_dataframe": "train.parquet", "data_folder": ".", "label_columns": ["C785"]},
+        "tabular": {**TRIAL, "epochs": epochs, "seed": seed, "mini_batch_size": batch},
+    }
+    probs, test, seconds, why = fit_ours(params, data["train"], data["test"], "classification", seed, True)
+    error = float(np.mean(probs.argmax(1) != test.y))
+    return error, seconds, why
 
 
 def main() -> None:

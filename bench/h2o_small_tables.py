@@ -20,13 +20,11 @@ import time
 
 import numpy as np
 import pandas as pd
-import torch
 import yaml
 from sklearn import datasets
 from sklearn.model_selection import train_test_split
 
-from deuterium import config, problems
-from deuterium.data_types.tabular import trainer
+from bench.h2o_mnist import fit_ours
 
 TABLES = {
     "breast_cancer": (datasets.load_breast_cancer, "classification"),
@@ -59,20 +57,9 @@ def run_ours(
         "dataset": {"train_dataframe": "train.csv", "data_folder": ".", "label_columns": ["response"]},
         "tabular": {**settings, "seed": seed},
     }
-    exp = config.parse(params)
-    problem = problems.of(exp)
-    torch.optim.Adadelta([torch.zeros(1, requires_grad=True)])  # the one-time torch._dynamo import
-    started = time.perf_counter()
-    exp = problem.data.resolve(exp, {"tabular": problem.data.choose(problem.files(train, exp), exp)})
-    info = problem.label_info(train, exp)
-    torch.manual_seed(seed)
-    model = problem.model(exp, problem.n_outputs(info))
-    tables = [trainer.table(f, problem.encode(f, exp, info), exp, kind) for f in (train, test)]
-    trainer.fit(exp, kind, model, tables[0], None, problem.activate, seed)
-    seconds = time.perf_counter() - started
-    out = trainer.predict(model, tables[1].x, problem.activate)
+    out, table, seconds, _ = fit_ours(params, train, test, kind, seed, validate=False)
     if kind == "classification":
-        return score(kind, tables[1].y, out.argmax(1)), seconds
+        return score(kind, table.y, out.argmax(1)), seconds
     return score(kind, test["response"].to_numpy(), out[:, 0]), seconds
 
 
