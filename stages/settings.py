@@ -30,6 +30,18 @@ def tracked_keys(dvc_yaml: Path, params_name: str) -> list[str]:
     return keys
 
 
+_ABSENT = object()
+
+
+def _lookup(tree, key: str):
+    """tree's value at a dotted key, or _ABSENT."""
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return _ABSENT
+        tree = tree[part]
+    return tree
+
+
 def check_tracked_keys(params: Path, exp) -> None:
     """A params.yaml that leaves out keys the schema defaults, but dvc.yaml's stages track, passes the schema
     and then stops `dvc repro` at a later stage with DVC's "Parameters ... are missing from 'params.yaml'".
@@ -41,17 +53,13 @@ def check_tracked_keys(params: Path, exp) -> None:
     resolved = exp.model_dump(mode="json")
     missing: dict = {}
     for key in tracked_keys(dvc_yaml, params.name):
-        node, value, found = raw, resolved, True
-        for part in key.split("."):
-            found = found and isinstance(node, dict) and part in node
-            node = node.get(part) if found else None
-            value = value.get(part) if isinstance(value, dict) else None
-        if not found:
+        if _lookup(raw, key) is _ABSENT:
             *parents, last = key.split(".")
             target = missing
             for part in parents:
                 target = target.setdefault(part, {})
-            target[last] = value
+            default = _lookup(resolved, key)
+            target[last] = None if default is _ABSENT else default
     if missing:
         lines = yaml.safe_dump(missing, sort_keys=False).rstrip()
         raise ConfigError(
