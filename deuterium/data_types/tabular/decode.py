@@ -57,9 +57,13 @@ def level_index(spec: dict, value: Any, levels: dict[str, int] | None = None) ->
 def encode(
     columns: list[dict], data: Mapping[str, Sequence], n: int, lookups: dict[str, dict] | None = None
 ) -> np.ndarray:
-    """`data` (column name -> n values) as float32 [n, len(columns)]; InputError naming a missing column or a
-    value of the wrong type. `lookups`: each categorical column's level -> code, when already made."""
-    out = np.empty((n, len(columns)), np.float32)
+    """`data` (column name -> n values) as float32 [n, len(columns)], column-major; InputError naming a
+    missing column or a value of the wrong type. `lookups`: each categorical column's level -> code, when already made."""
+    # Filled a column at a time, so column-major (a column is contiguous there), and returned so: writing
+    # the columns of a row-major MNIST frame (60,000 x 717) one by one took 1.29 s; column-major 0.06 s,
+    # plus 0.4-0.65 s to copy it row-major, which training does not need (it preprocesses chunks of rows
+    # into new tensors) (bench/h2o_mnist's training frame, this 2-core machine, 2026-12-02).
+    out = np.empty((len(columns), n), np.float32).T
     for j, spec in enumerate(columns):
         name = spec["name"]
         if name not in data:
