@@ -380,6 +380,31 @@ def test_classification_metrics_are_h2os():
     assert valid["hit_ratios"][1] == 1.0 and np.array(valid["confusion_matrix"]).sum() == 200
 
 
+def _three_classes(seed: int) -> pd.DataFrame:
+    frame = table_frame(seed=seed)
+    return frame.assign(
+        label=pd.cut(frame.x1, [-np.inf, -0.5, 0.5, np.inf], labels=["lo", "mid", "hi"]).astype(str)
+    )
+
+
+def test_multinomial_auc_is_the_kept_models_unless_it_is_the_stopping_metric():
+    """H2O-3's default (auc_type NONE): no multinomial AUC per scoring event; the kept model's is reported,
+    and it is that model's. As the stopping metric it is computed at every event."""
+    frame, valid = _three_classes(0), _three_classes(4)
+    exp, problem, model, result = fit("tabular_classification", frame, valid, epochs=3)
+    kept = result.history[result.kept]
+    assert all("AUC" not in e["valid"] for e in result.history if e is not kept)
+    info = problem.label_info(frame, exp)
+    held = trainer.table(valid, problem.encode(valid, exp, info), exp, "classification")
+    probs = trainer.predict(model, held.x, problem.activate)
+    assert kept["valid"]["AUC"] == pytest.approx(
+        trainer.h2o_metrics("classification", held.y, probs, exp)["AUC"]
+    )
+    assert 0.5 < kept["valid"]["AUC"] <= 1 and "AUCPR" in kept["train"]
+    *_, by_auc = fit("tabular_classification", frame, valid, epochs=3, stopping_metric="AUC")
+    assert all("AUC" in e["valid"] and "AUCPR" in e["train"] for e in by_auc.history)
+
+
 # ---------------------------------------------------------------------------------- cross-validation folds
 def _split(tmp_path, monkeypatch, frame: pd.DataFrame, fold_assignment: str) -> pd.DataFrame:
     """The split stage on a project of `frame` (4 folds): its folds, dealt by the data type's choice."""
