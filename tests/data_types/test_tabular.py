@@ -224,6 +224,24 @@ def test_input_dropout_ratio_drops_inputs_in_training_only(tmp_path):
     assert scorer.predict([scorer.load(r) for r in rows]) == scorer.predict([scorer.load(r) for r in rows])
 
 
+@pytest.mark.parametrize("p", [0.2, 0.5, 0.9999999])
+def test_dropout_keeps_the_expectation_with_either_generator(p):
+    from deuterium.data_types.tabular.model import Dropout
+
+    layer, x = Dropout(p), torch.ones(400, 500)
+    for generator in (None, np.random.default_rng(0)):
+        layer.generator = generator
+        out = layer(x)
+        kept = out != 0
+        assert torch.all(out[kept] == out[kept][:1])  # one scale for every kept unit (if any)
+        if p < 0.99:
+            assert kept.float().mean().item() == pytest.approx(1 - p, abs=0.005)
+            assert out.mean().item() == pytest.approx(1.0, abs=0.01)
+        else:
+            assert torch.isfinite(out).all() and kept.float().mean().item() < 0.001
+    assert torch.equal(layer.eval()(x), x)
+
+
 def test_fractional_epochs_train_that_share_of_the_rows():
     *_, result = fit("tabular_classification", table_frame(), epochs=0.5, mini_batch_size=10)
     assert result.samples == 100 and result.epochs == pytest.approx(0.5)

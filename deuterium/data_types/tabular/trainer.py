@@ -36,7 +36,7 @@ from torch import nn
 
 from deuterium import config, io, paths
 from deuterium.data_types.tabular.decode import encode
-from deuterium.data_types.tabular.model import LOG_LINK, TabularNet, apply_max_w2, gedeon
+from deuterium.data_types.tabular.model import LOG_LINK, Dropout, TabularNet, apply_max_w2, gedeon
 from deuterium.data_types.tabular.settings import ARCHITECTURE, StoppingMetric
 from deuterium.errors import ConfigError, DataError
 
@@ -226,9 +226,9 @@ class Result:
 
 
 def _optimizer(model: TabularNet, s) -> torch.optim.Optimizer:
-    if s.adaptive_rate:
+    if s.adaptive_rate:  # one flat tensor (see `flatten`), so ADADELTA steps once over all the weights
         return torch.optim.Adadelta(
-            model.parameters(), lr=1.0, rho=s.rho, eps=adadelta_epsilon(s), foreach=True
+            [flatten(model)], lr=1.0, rho=s.rho, eps=adadelta_epsilon(s), foreach=False
         )
     groups = [
         {"params": list(layer.parameters()), "base_rate": s.rate * s.rate_decay**k}
@@ -238,6 +238,42 @@ def _optimizer(model: TabularNet, s) -> torch.optim.Optimizer:
     return torch.optim.SGD(
         groups, lr=s.rate, momentum=s.momentum_start if nesterov else s.momentum_start, nesterov=nesterov
     )
+
+
+def flatten(model: nn.Module) -> nn.Parameter:
+    """One parameter holding all of `model`'s, each of them (and its gradient) a view into it (and its
+    gradient, zeroed in place between steps; backward adds into the views). ADADELTA's elementwise update
+    is then a handful of operations on one tensor instead of a handful per tensor: torch's Adadelta step
+    over the 8 tensors of the booklet's 717-32-32-32-10 net took 0.33 ms, over one 0.15 ms (one thread,
+    500 steps, this 2-core machine, 2026-12-02), on MNIST's 4,690 steps a run. `unflatten` gives each
+    parameter its own memory back (safetensors refuses tensors that share it)."""
+    params = list(model.parameters())
+    flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
+    flat.grad = torch.zeros_like(flat)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.data = flat.data[offset : offset + n].view_as(p)
+        p.grad = flat.grad[offset : offset + n].view_as(p)
+        offset += n
+    return flat
+
+
+def unflatten(model: nn.Module) -> None:
+    for p in model.parameters():
+        p.data = p.data.clone()
+        p.grad = None
+
+
+def _penalize(model: TabularNet, s) -> None:
+    """l1 and l2 on the weights, added to their gradients (the derivatives of l1 x sum|w| and
+    l2 / 2 x sum w^2, as autograd would give them, without their graph in every step)."""
+    weights = [layer.weight for layer in model.layers]
+    grads = [w.grad for w in weights]
+    if s.l1:
+        torch._foreach_add_(grads, torch._foreach_sign(weights), alpha=s.l1)
+    if s.l2:
+        torch._foreach_add_(grads, weights, alpha=s.l2)
 
 
 def adadelta_epsilon(s) -> float:
@@ -311,13 +347,7 @@ def _loss(kind: str, model: TabularNet, e, x, y, w, s, response_sd: float) -> to
                 per_row = torch.maximum(s.quantile_alpha * -r, (s.quantile_alpha - 1) * -r)
             else:
                 per_row = r**2
-    loss = (per_row * w).sum() / w.sum().clamp_min(1e-12)
-    weights = [layer.weight for layer in model.layers]
-    if s.l1:
-        loss = loss + s.l1 * sum(p.abs().sum() for p in weights)
-    if s.l2:
-        loss = loss + 0.5 * s.l2 * sum((p**2).sum() for p in weights)
-    return loss
+    return (per_row * w).sum() / w.sum().clamp_min(1e-12)  # l1 and l2: `_penalize`, on the gradients
 
 
 @torch.no_grad()
@@ -376,6 +406,10 @@ def fit(
         )
     finally:
         torch.set_num_threads(threads)
+        for m in model.modules():
+            if isinstance(m, Dropout):
+                m.generator = None
+        unflatten(model)
 
 
 def _fit(
@@ -385,6 +419,9 @@ def _fit(
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, Dropout):
+            m.generator = rng  # one random state for row order and dropout: a checkpoint keeps both
     if s.missing_values_handling == "skip":
         keep = ~np.isnan(train.x).any(1)
         if not keep.any():
@@ -508,9 +545,14 @@ def _fit(
             position += len(batch)
             idx = torch.from_numpy(batch)
             _set_rate(opt, s, samples)
-            loss = _loss(kind, model, pre[idx], x[idx] if raw else None, y[idx], w[idx], s, response_sd)
-            opt.zero_grad(set_to_none=True)
+            rows_x = x.index_select(0, idx) if raw else None  # index_select: pre[idx] took 10x as long
+            loss = _loss(kind, model, pre.index_select(0, idx), rows_x, y[idx], w[idx], s, response_sd)
+            if s.adaptive_rate:
+                opt.param_groups[0]["params"][0].grad.zero_()  # the flat gradient the views add into
+            else:
+                opt.zero_grad(set_to_none=True)
             loss.backward()
+            _penalize(model, s)
             opt.step()
             apply_max_w2(model.layers, s.max_w2)
             samples += len(batch)
