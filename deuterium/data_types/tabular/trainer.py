@@ -453,7 +453,8 @@ def _fit(
     lower = metric in LOWER_IS_BETTER or metric == "mean_residual_deviance"
     scored = np.random.default_rng(seed + 1).permutation(len(train.y))[:SCORE_TRAINING_SAMPLES]
     scored_rows = torch.from_numpy(scored)
-    scored_x = x[scored_rows]
+    scored_x = x.index_select(0, scored_rows)
+    scored_pre = pre.index_select(0, scored_rows)  # pre never changes: gathered once, not at every event
     if valid is not None and len(valid.y):
         valid_x = torch.from_numpy(valid.x)
         valid_pre = _preprocessed(model, valid_x)  # the net's input for every scoring event, once
@@ -516,7 +517,7 @@ def _fit(
     def score() -> None:
         nonlocal best, best_state, best_event, valid_preds
         event = {"epochs": samples / per_epoch, "samples": samples, "seconds": time.perf_counter() - started}
-        scored_preds = _predict_encoded(model, pre[scored_rows], scored_x, activate)
+        scored_preds = _predict_encoded(model, scored_pre, scored_x, activate)
         aucs = metric in ("AUC", "AUCPR")
         event["train"] = h2o_metrics(kind, train.y[scored], scored_preds, exp, train.w[scored], aucs)
         if valid is not None and len(valid.y):
@@ -577,7 +578,7 @@ def _fit(
         result.kept = best_event
     if n_classes > 2 and result.history:  # the kept model's multinomial AUC and AUCPR, left out above
         kept = result.history[result.kept]
-        parts = [("train", train.y[scored], pre[scored_rows], scored_x, train.w[scored])]
+        parts = [("train", train.y[scored], scored_pre, scored_x, train.w[scored])]
         if "valid" in kept:
             parts.append(("valid", valid.y, valid_pre, valid_x, valid.w))
         for part, truth, e, raw_x, weights in parts:
