@@ -254,7 +254,7 @@ def test_adadelta_epsilon_is_per_row_so_a_mini_batch_steps_like_its_rows():
             "tabular_classification", table_frame(), mini_batch_size=batch, epsilon=1e-7
         )
         model = problem.model(exp, 2)
-        group = trainer._optimizer(model, exp.tabular).param_groups[0]
+        group = trainer._optimizer(model, exp.tabular, trainer.flatten(model)).param_groups[0]
         assert group["eps"] == pytest.approx(1e-7 * batch) and group["rho"] == exp.tabular.rho
 
 
@@ -271,7 +271,7 @@ def test_manual_rate_anneals_and_ramps_the_momentum():
         momentum_stable=0.9,
     )
     model = problem.model(exp, 2)
-    opt = trainer._optimizer(model, exp.tabular)
+    opt = trainer._optimizer(model, exp.tabular, None)
     assert isinstance(opt, torch.optim.SGD) and opt.defaults["nesterov"]
     trainer._set_rate(opt, exp.tabular, 1000)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1 / 2)

@@ -225,11 +225,10 @@ class Result:
     kept: int = -1  # the scoring event whose model is kept: the best with overwrite_with_best_model
 
 
-def _optimizer(model: TabularNet, s) -> torch.optim.Optimizer:
-    if s.adaptive_rate:  # one flat tensor (see `flatten`), so ADADELTA steps once over all the weights
-        return torch.optim.Adadelta(
-            [flatten(model)], lr=1.0, rho=s.rho, eps=adadelta_epsilon(s), foreach=False
-        )
+def _optimizer(model: TabularNet, s, flat: nn.Parameter | None) -> torch.optim.Optimizer:
+    """`flat`: the model's parameters as one tensor (`flatten`), which ADADELTA steps over at once."""
+    if s.adaptive_rate:
+        return torch.optim.Adadelta([flat], lr=1.0, rho=s.rho, eps=adadelta_epsilon(s), foreach=False)
     groups = [
         {"params": list(layer.parameters()), "base_rate": s.rate * s.rate_decay**k}
         for k, layer in enumerate(model.layers)
@@ -257,6 +256,12 @@ def flatten(model: nn.Module) -> nn.Parameter:
         p.grad = flat.grad[offset : offset + n].view_as(p)
         offset += n
     return flat
+
+
+def _draw_dropout_from(model: nn.Module, generator: np.random.Generator | None) -> None:
+    for m in model.modules():
+        if isinstance(m, Dropout):
+            m.generator = generator
 
 
 def unflatten(model: nn.Module) -> None:
@@ -406,9 +411,7 @@ def fit(
         )
     finally:
         torch.set_num_threads(threads)
-        for m in model.modules():
-            if isinstance(m, Dropout):
-                m.generator = None
+        _draw_dropout_from(model, None)
         unflatten(model)
 
 
@@ -419,9 +422,7 @@ def _fit(
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, Dropout):
-            m.generator = rng  # one random state for row order and dropout: a checkpoint keeps both
+    _draw_dropout_from(model, rng)  # one random state for row order and dropout: a checkpoint keeps both
     if s.missing_values_handling == "skip":
         keep = ~np.isnan(train.x).any(1)
         if not keep.any():
@@ -446,7 +447,8 @@ def _fit(
     pre = _preprocessed(model, x)  # no parameters, no randomness: once, not per batch
     raw = model.offset_idx >= 0
     response_sd = float(model.response[1])
-    opt = _optimizer(model, s)
+    flat = flatten(model) if s.adaptive_rate else None
+    opt = _optimizer(model, s, flat)
     score_every = per_epoch / 10 if s.score_each_iteration else per_epoch
     next_score = (math.floor(samples / score_every) + 1) * score_every
     metric = stopping_metric(kind, s)
@@ -548,8 +550,8 @@ def _fit(
             _set_rate(opt, s, samples)
             rows_x = x.index_select(0, idx) if raw else None  # index_select: pre[idx] took 10x as long
             loss = _loss(kind, model, pre.index_select(0, idx), rows_x, y[idx], w[idx], s, response_sd)
-            if s.adaptive_rate:
-                opt.param_groups[0]["params"][0].grad.zero_()  # the flat gradient the views add into
+            if flat is not None:
+                flat.grad.zero_()  # the gradients are views into it: zeroed in place, not replaced
             else:
                 opt.zero_grad(set_to_none=True)
             loss.backward()
