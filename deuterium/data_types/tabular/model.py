@@ -75,7 +75,7 @@ class Dropout(nn.Module):
 
     Hand-written for speed: the input layer's mask is most of a training step's arithmetic on MNIST
     (128 x 717 values per step). torch's CPU dropout draws it with `bernoulli_` (0.68-0.71 ms per 128 x 784
-    batch), `rand_like >= p` with torch's Mersenne Twister 0.34-0.47 ms with the multiply, numpy's PCG64
+    batch), `rand_like >= p` with torch's Mersenne Twister 0.36-0.77 ms with the multiply, numpy's PCG64
     drawing 16-bit integers 0.19 ms with it (one thread, 300-1,000 calls each, this 2-core machine,
     2026-12-02). With 16 bits p is
     rounded to a multiple of 1/65,536 and the scale is that rounded keep rate's inverse, so the expectation
