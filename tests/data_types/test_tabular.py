@@ -242,6 +242,24 @@ def test_dropout_keeps_the_expectation_with_either_generator(p):
     assert torch.equal(layer.eval()(x), x)
 
 
+def test_dropouts_16_bit_draws_are_uniform_and_follow_the_generators_state():
+    from deuterium.data_types.tabular.model import uniform_16_bits
+
+    generator = np.random.default_rng(3)
+    state = generator.bit_generator.state
+    bits = uniform_16_bits(generator, 40_001)  # not a multiple of four: the last 64-bit draw is cut
+    assert bits.dtype == np.uint16 and bits.shape == (40_001,)
+    for lane in range(4):  # each quarter of the 64-bit outputs on its own
+        share = np.bincount(bits[lane::4] >> 12, minlength=16) / len(bits[lane::4])
+        assert np.abs(share - 1 / 16).max() < 0.01
+    assert np.corrcoef(bits[0:-1:4].astype(float), bits[1::4].astype(float))[0, 1] == pytest.approx(
+        0, abs=0.03
+    )
+    generator.bit_generator.state = state
+    assert np.array_equal(uniform_16_bits(generator, 40_001), bits)  # a checkpoint's state redraws them
+    assert not np.array_equal(uniform_16_bits(generator, 40_001), bits)  # and the state moved on
+
+
 def test_fractional_epochs_train_that_share_of_the_rows():
     *_, result = fit("tabular_classification", table_frame(), epochs=0.5, mini_batch_size=10)
     assert result.samples == 100 and result.epochs == pytest.approx(0.5)
