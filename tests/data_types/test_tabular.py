@@ -119,6 +119,26 @@ def test_l2_shrinks_the_weights():
     )
 
 
+@pytest.mark.parametrize("adaptive_rate", [True, False])
+def test_l1_and_l2_reach_the_weights_and_never_the_biases(adaptive_rate):
+    """With ADADELTA the parameters are one flat tensor and the penalty acts on its weights' span."""
+    exp, problem = experiment(
+        "tabular_classification", table_frame(), l1=0.5, l2=0.25, adaptive_rate=adaptive_rate
+    )
+    model = problem.model(exp, 2)
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.bias.uniform_(-1, 1)
+    flat, n_weights = trainer.flatten(model) if adaptive_rate else (None, 0)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p) if p.grad is None else p.grad
+    trainer._penalize(model, exp.tabular, flat, n_weights)
+    for layer in model.layers:
+        w = layer.weight.detach()
+        assert torch.allclose(layer.weight.grad, 0.5 * torch.sign(w) + 0.25 * w)
+        assert torch.all(layer.bias.grad == 0)
+
+
 def test_max_w2_bounds_each_units_squared_incoming_weights():
     frame = table_frame()
     kw = {"initial_weight_distribution": "normal", "initial_weight_scale": 1.0, "epochs": 2}
@@ -272,7 +292,7 @@ def test_adadelta_epsilon_is_per_row_so_a_mini_batch_steps_like_its_rows():
             "tabular_classification", table_frame(), mini_batch_size=batch, epsilon=1e-7
         )
         model = problem.model(exp, 2)
-        group = trainer._optimizer(model, exp.tabular, trainer.flatten(model)).param_groups[0]
+        group = trainer._optimizer(model, exp.tabular, trainer.flatten(model)[0]).param_groups[0]
         assert group["eps"] == pytest.approx(1e-7 * batch) and group["rho"] == exp.tabular.rho
 
 
