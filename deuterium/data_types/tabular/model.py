@@ -65,7 +65,7 @@ class Preprocess(nn.Module):
         for k, (i, c) in enumerate(self.cats):
             code = x[:, i].long().clamp(0, c["n_codes"] - 1)
             parts.append(getattr(self, f"cat{k}")[code])  # a row of the level's encoding
-        return torch.cat(parts, dim=1)
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # one part: not copied
 
 
 class Dropout(nn.Module):

