@@ -436,6 +436,31 @@ def test_classification_metrics_are_h2os():
     assert valid["hit_ratios"][1] == 1.0 and np.array(valid["confusion_matrix"]).sum() == 200
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_classification_metrics_agree_with_sklearns(weighted):
+    """h2o_metrics makes logloss, misclassification and mean per-class error without sklearn's functions
+    (for speed): they give sklearn's values, with row weights and with a class that no row has."""
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(0)
+    y = rng.choice([0, 1, 3], size=500)  # class 2 of 4 has no rows
+    out = rng.dirichlet(np.ones(4), size=500).astype(np.float32)
+    out[np.arange(100), y[:100]] += 2.0  # some rows right, so the errors are not all near 1
+    out /= out.sum(1, keepdims=True)
+    w = rng.uniform(0.2, 3.0, size=500) if weighted else None
+    exp, _ = experiment("tabular_classification", table_frame())
+    m = trainer.h2o_metrics("classification", y, out, exp, w)
+    p = out.astype(np.float64) / out.astype(np.float64).sum(1, keepdims=True)
+    picked = p.argmax(1)
+    assert m["logloss"] == pytest.approx(skm.log_loss(y, p, labels=range(4), sample_weight=w), rel=1e-9)
+    assert m["misclassification"] == pytest.approx(1 - skm.accuracy_score(y, picked, sample_weight=w))
+    assert m["mean_per_class_error"] == pytest.approx(
+        1 - skm.balanced_accuracy_score(y, picked, sample_weight=w)
+    )
+    assert m["confusion_matrix"] == skm.confusion_matrix(y, picked, labels=range(4)).tolist()  # row counts
+    assert 0.3 < m["misclassification"] < 0.9
+
+
 def _three_classes(seed: int) -> pd.DataFrame:
     frame = table_frame(seed=seed)
     return frame.assign(
