@@ -106,6 +106,25 @@ def test_spectrogram_normalization():
     assert plain.mean(dim=(1, 2, 3)).abs().min() > 1  # raw log power, not centred
 
 
+def test_frequency_normalization_takes_out_a_fixed_colouring():
+    """Each mel bin's mean over time is removed: a recording through a fixed filter (here a first-order
+    high-pass, a cheap microphone's tilt) gives nearly the same image; image normalization keeps the tilt."""
+    noise = torch.from_numpy(np.random.default_rng(0).standard_normal(RATE).astype(np.float32))
+    speechlike = noise * (0.2 + torch.sin(torch.linspace(0, 12, RATE)).abs())  # loudness moving in time
+    tilted = speechlike.clone()
+    tilted[1:] -= 0.9 * speechlike[:-1]  # y[n] = x[n] - 0.9 x[n-1]
+    base = AudioSettings(sample_rate=RATE, stft_window_size=256, hop_size=128, max_frequency=4000)
+    with torch.no_grad():
+        by_bin = LogMel(base.model_copy(update={"spectrogram_normalization": "frequency"}))
+        image = LogMel(base.model_copy(update={"spectrogram_normalization": "image"}))
+        a, b = by_bin(torch.stack([speechlike, tilted]))
+        c, d = image(torch.stack([speechlike, tilted]))
+    assert torch.allclose(a.mean(dim=2), torch.zeros_like(a.mean(dim=2)), atol=1e-4)  # every bin centred
+    assert a.std().item() == pytest.approx(1.0, abs=1e-3)
+    assert (a - b).abs().mean() < 0.15  # the tilt is gone
+    assert (c - d).abs().mean() > 3 * (a - b).abs().mean()  # and image normalization keeps it
+
+
 def test_channels_become_image_channels():
     audio = AudioSettings(sample_rate=RATE, stft_window_size=256, hop_size=128, max_frequency=4000)
     stereo = torch.stack([tone(500), tone(1500)]).unsqueeze(0)  # [1, 2, samples]

@@ -45,7 +45,7 @@ class LogMel(nn.Module):
         # Derived from the settings, so not saved with the weights.
         self.register_buffer("basis", dft_basis(self.n_fft), persistent=False)
         self.register_buffer("fbank", fbank.T.contiguous(), persistent=False)  # [mels, bins]
-        self.normalize = audio.spectrogram_normalization == "image"
+        self.normalize = audio.spectrogram_normalization
 
     def power(self, wave: Tensor) -> Tensor:
         """[..., samples] -> power spectrum [..., bins, frames] (torchaudio's Spectrogram(power=2))."""
@@ -63,7 +63,10 @@ class LogMel(nn.Module):
             wave = wave.unsqueeze(1)
         mel = torch.matmul(self.fbank, self.power(wave))
         spec = torch.log(mel + 1e-6)
-        if self.normalize:
+        if self.normalize == "frequency":
+            spec = spec - spec.mean(dim=3, keepdim=True)  # each channel's mel bin over time
+            spec = spec / (spec.std(dim=(1, 2, 3), keepdim=True) + 1e-5)
+        elif self.normalize == "image":
             mean = spec.mean(dim=(1, 2, 3), keepdim=True)
             std = spec.std(dim=(1, 2, 3), keepdim=True)
             spec = (spec - mean) / (std + 1e-5)

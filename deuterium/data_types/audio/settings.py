@@ -20,7 +20,9 @@ class AudioSettings(Section):
     mel_frequency_bins: int = Field(64, ge=8, le=512)
     min_frequency: float = Field(0.0, ge=0)
     max_frequency: float | None = Field(None, gt=0)
-    spectrogram_normalization: Literal["no", "image"] = "image"
+    # image: the spectrogram's mean and std; frequency: each mel bin's mean over time (cepstral mean
+    # normalization, which takes out a recording's fixed colouring), then the spectrogram's std
+    spectrogram_normalization: Literal["no", "image", "frequency"] = "image"
     # what one input to the service or the scorer may be, saved with the model (checked from the header)
     max_seconds: float = Field(600.0, gt=0, le=86400)
     max_decoded_samples: int = Field(600 * 48000 * 2, ge=1000)  # frames x channels of the file as stored
