@@ -81,9 +81,9 @@ def h2o_metrics(
         # of 10 classes, mostly their input checks; logloss as its formula, the other two from one
         # confusion matrix (as sklearn makes them) 4.7-5.3 ms (this 2-core machine, 2026-12-02). A test
         # checks them against sklearn's functions.
-        weighted = skm.confusion_matrix(y, picked, labels=labels, sample_weight=weights)
         uniform = weights is None or bool(np.all(weights == 1))
-        counts = weighted if uniform else skm.confusion_matrix(y, picked, labels=labels)
+        weighted = skm.confusion_matrix(y, picked, labels=labels, sample_weight=None if uniform else weights)
+        counts = weighted if uniform else skm.confusion_matrix(y, picked, labels=labels)  # rows, not weights
         support = weighted.sum(1)
         recall = np.diag(weighted)[support > 0] / support[support > 0]  # classes with rows in y
         m = {
@@ -91,7 +91,7 @@ def h2o_metrics(
             "logloss": float(-np.average(np.log(truth), weights=weights)),
             "misclassification": float(1 - np.trace(weighted) / weighted.sum()),
             "mean_per_class_error": float(1 - recall.mean()),
-            "confusion_matrix": np.rint(counts).astype(int).tolist(),
+            "confusion_matrix": counts.tolist(),
         }
         m["RMSE"] = math.sqrt(m["MSE"])
         if len(np.unique(y)) > 1:
@@ -259,7 +259,8 @@ def flatten(model: TabularNet) -> tuple[nn.Parameter, int]:
     first, so l1 and l2 act on one span of it (`_penalize`); returns it and the weights' length.
     `unflatten` gives each parameter its own memory back (safetensors refuses tensors that share it)."""
     weights = [layer.weight for layer in model.layers]
-    params = weights + [p for p in model.parameters() if all(p is not w for w in weights)]
+    ids = {id(w) for w in weights}
+    params = weights + [p for p in model.parameters() if id(p) not in ids]
     flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
     flat.grad = torch.zeros_like(flat)
     offset = 0
@@ -292,7 +293,7 @@ def _penalize(model: TabularNet, s, flat: nn.Parameter | None, n_weights: int) -
         weights, grads = [flat.data[:n_weights]], [flat.grad[:n_weights]]
     else:
         weights = [layer.weight.data for layer in model.layers]
-        grads = [w.grad for w in (layer.weight for layer in model.layers)]
+        grads = [layer.weight.grad for layer in model.layers]
     if s.l1:
         torch._foreach_add_(grads, torch._foreach_sign(weights), alpha=s.l1)
     if s.l2:
