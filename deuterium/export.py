@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import shutil
@@ -36,8 +37,18 @@ class ScoringModule(nn.Module):
         super().__init__()
         self.models = nn.ModuleList(models)
         self.problem = problem
+        # A regression's models share the training targets' scale: the mean is taken in standardized units
+        # and scaled last, so the graph's only values in the targets' units are its float32 output (a
+        # float16 copy would overflow at 65,504; precision.float32_nodes keeps the scale itself float32).
+        scales = [getattr(m, "output_scale", None) for m in models]
+        shared = scales[0] is not None and all(
+            s is not None and torch.equal(s.scale, scales[0].scale) for s in scales
+        )
+        self.output_scale = copy.deepcopy(scales[0]) if shared else None
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.output_scale is not None:  # regression: no activation
+            return self.output_scale(torch.stack([m.standardized(x) for m in self.models]).mean(dim=0))
         outs = [self.problem.activate(m(x)) for m in self.models]
         return torch.stack(outs).mean(dim=0)
 
@@ -150,7 +161,7 @@ def reduce_precision(
     precision = "float16" if settings.onnx_device == "gpu" else "int8"
     full, reduced = model_dir / "model.float32.onnx", model_dir / paths.ONNX_FILE
     reduced.rename(full)
-    keep = precision_tools.front_end_nodes(onnx.load(str(full), load_external_data=False))
+    keep = precision_tools.float32_nodes(onnx.load(str(full), load_external_data=False))
     if not keep:
         raise ExportError(
             "the front end is not marked in the exported graph, so it cannot be kept float32; "

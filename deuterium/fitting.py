@@ -159,7 +159,7 @@ def load_models(
         raise DataError(f"{root}: no trained model of fold {fold}; run the train stage first (dvc repro)")
     for folder in folders:
         exp = config.load(folder / paths.CONFIG_FILE, inherit=False)  # resolved: complete as it is
-        model = problem.model(exp, problem.n_outputs(info))
+        model = problem.model(exp, problem.n_outputs(info), problem.target_scale(exp, info))
         model.load_state_dict(load_file(str(folder / paths.MODEL_FILE)))
         models.append(model.eval())
     return exp, models

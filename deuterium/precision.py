@@ -1,6 +1,6 @@
 """Reduced-precision copies of an exported graph: float16 for a GPU, dynamic INT8 for the CPU.
 
-Both keep the data type's front end in float32: a power spectrum overflows float16 (with a 512-point
+Both keep the data type's front end (and a regression's output scale) in float32: a power spectrum overflows float16 (with a 512-point
 Hann window a full-scale constant signal reaches 256² = 65,536 > 65,504) and spans far more decades
 than 8 bits hold; pixels are resized and normalized before any reduced-precision layer sees them.
 Its nodes are found by the module they came from, which torch's exporter records on every node.
@@ -26,14 +26,16 @@ HIERARCHY_KEY = "pkg.torch.onnx.class_hierarchy"
 INT8_OPS = ["Conv", "MatMul"]  # of the ops here, those onnxruntime has INT8 kernels for
 
 
-def front_end_nodes(model: onnx.ModelProto) -> list[str]:
-    """Names of the nodes exported from a data type's front-end module (kept float32)."""
-    # as the front-end classes appear in the exporter's class_hierarchy
-    fronts = [f"'{dt.front_end}'" for dt in data_types.registered().values()]
+def float32_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes kept float32: those exported from a data type's front-end module and from a
+    regression's output scale (models.timm_model.OutputScale, the graph's last step)."""
+    # as the modules appear in the exporter's class_hierarchy
+    kept = [f"'{dt.front_end}'" for dt in data_types.registered().values()]
+    kept.append("'deuterium.models.timm_model.OutputScale'")
     return [
         n.name
         for n in model.graph.node
-        if any(p.key == HIERARCHY_KEY and any(f in p.value for f in fronts) for p in n.metadata_props)
+        if any(p.key == HIERARCHY_KEY and any(f in p.value for f in kept) for p in n.metadata_props)
     ]
 
 
@@ -52,8 +54,25 @@ def to_float16(src: Path, dst: Path, keep_float32: list[str]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # one line per weight rounded to float16's range
         half = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep_float32)
+    _float32_outputs(half)
     onnx.save(half, str(dst))
     onnx.checker.check_model(str(dst))
+
+
+def _float32_outputs(model: onnx.ModelProto) -> None:
+    """Undo the float16 Cast onnxconverter-common puts after a kept-float32 node that writes a graph output
+    (a regression's output scale), which keep_io_types does not catch: the output would overflow at 65,504."""
+    outputs = {o.name: o for o in model.graph.output}
+    for node in list(model.graph.node):
+        to = next((a.i for a in node.attribute if a.name == "to"), None)
+        if node.op_type != "Cast" or to != onnx.TensorProto.FLOAT16 or node.output[0] not in outputs:
+            continue
+        for producer in model.graph.node:
+            producer.output[:] = [node.output[0] if o == node.input[0] else o for o in producer.output]
+        model.graph.node.remove(node)
+        outputs[node.output[0]].type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+        for info in [v for v in model.graph.value_info if v.name == node.input[0]]:
+            model.graph.value_info.remove(info)
 
 
 def quantize_int8(src: Path, dst: Path, keep_float32: list[str], mode: str, calibration: np.ndarray) -> None:

@@ -123,7 +123,10 @@ def load_weights(model, exp, fold: int) -> None:
             )
     state = load_file(str(folder / paths.MODEL_FILE))
     own = model.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    # the target scale stays this data's (set_output_scale): the loss standardizes by it
+    usable = {
+        k: v for k, v in state.items() if k in own and own[k].shape == v.shape and not k.startswith("output_scale.")
+    }
     fresh = sorted(k for k in own if k not in usable)
     if not any(k.startswith("backbone.") for k in usable):
         raise ConfigError(

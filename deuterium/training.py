@@ -218,9 +218,10 @@ def train_fold(
     adopted = bool(saved) and saved["config"] != resolved
     seed = saved["seed"] if saved else _run_seed(env.seed, fold, seed_index)
     runtime.seed_everything(seed)
-    model = problem.model(exp, problem.n_outputs(info)).to(dev)
+    scale = problem.target_scale(exp, info)
+    model = problem.model(exp, problem.n_outputs(info), scale).to(dev)
     previous.load_weights(model, exp, fold)  # use_previous_experiment_weights (a checkpoint still wins)
-    loss_fn = problem.loss(exp)
+    loss_fn = problem.loss(exp, scale).to(dev)
     dataset = problem.dataset(train_frame, exp, train_targets, seed)
     state = _restore(saved, model) if saved else RunState()
     state.epochs = t.epochs

@@ -100,3 +100,35 @@ def test_batch_size_inference(tmp_path, setting, expected):
     files = clips(tmp_path, seconds=[1.7] * 8, channels=1)  # 4 chunks of 0.5 s each: 32 pieces
     torch_predictions(exp, problem, models, files)
     assert max(sizes) == expected and sum(sizes) == 32
+
+
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+def test_a_regression_in_large_units_exports_in_float32_and_float16(tmp_path, device):
+    """A price of 150,000: float32 holds it to about 0.01 (parity is checked relative to the output's size),
+    and float16 not at all (past 65,504): the float16 copy keeps the output scale float32."""
+    exp = config.parse(
+        tiny_params(
+            {
+                "problem_type": "audio_regression",
+                "training": {"loss_function": "mse"},
+                "prediction": {"metric": "MAE"},
+                "export": {"onnx_device": device},
+            }
+        )
+    )
+    problem = problems.of(exp)
+    info = {"target_names": ["price"], "target_mean": [150000.0], "target_sd": [40000.0]}
+    torch.manual_seed(0)
+    models = [problem.model(exp, 1, problem.target_scale(exp, info)).eval() for _ in range(2)]
+    files = clips(tmp_path, channels=1)
+    report = export.export(exp, problem, info, models, files, tmp_path / "export")
+    assert report["max_scaled_diff"] <= 1e-4 and report["max_abs_diff"] > 1e-4  # absolute would fail
+    graph = onnx.load(str(tmp_path / "export" / "model.onnx"))
+    assert graph.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    expected = np.concatenate([torch_predictions(exp, problem, models, [f]) for f in files])
+    got = scoring.Scorer(tmp_path / "export").raw([scoring.Scorer(tmp_path / "export").load(f) for f in files])
+    assert np.all(np.abs(expected - 150000) < 5 * 40000)  # in the targets' units
+    assert np.allclose(got, expected, rtol=1e-4)
+    if device == "gpu":
+        reduced = report["reduced_precision"]
+        assert reduced["precision"] == "float16" and reduced["max_scaled_diff"] < 1e-3

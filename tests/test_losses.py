@@ -1,5 +1,6 @@
 """training.loss_function: each name gives the loss H2O Hydrogen Torch documents for it."""
 
+import pandas as pd
 import pytest
 import torch
 from projects import tiny_params
@@ -51,3 +52,45 @@ def test_regression_losses_by_name():
     assert loss_for("audio_regression", "mae")(pred, target) == pytest.approx(2.0)
     assert loss_for("audio_regression", "mse")(pred, target) == pytest.approx(5.0)
     assert loss_for("audio_regression", "rmse")(pred, target) == pytest.approx(5.0**0.5, rel=1e-6)
+
+
+REGRESSION = {
+    "problem_type": "audio_regression",
+    "training": {"loss_function": "mse"},
+    "prediction": {"metric": "MAE"},
+}
+
+
+def test_regression_targets_are_standardized_by_the_training_rows():
+    exp = config.parse(tiny_params(REGRESSION))
+    problem = problems.of(exp)
+    frame = pd.DataFrame({"digit": [1.0, 3.0, None, 5.0], "file": ["a", "b", "c", "d"]})
+    info = problem.label_info(frame, exp)
+    assert info["target_mean"] == [3.0] and info["target_sd"] == pytest.approx([(8 / 3) ** 0.5])
+    constant = problem.label_info(frame.assign(digit=2.0), exp)
+    assert constant["target_mean"] == [2.0] and constant["target_sd"] == [1.0]  # sd 0 would divide by 0
+    scale = problem.target_scale(exp, info)
+    assert scale == ([3.0], info["target_sd"])
+    off = exp.model_copy(update={"training": exp.training.model_copy(update={"standardize_targets": False})})
+    assert problem.target_scale(off, info) is None
+    assert problem.target_scale(exp, {"target_names": ["digit"]}) is None  # data info of an older version
+    # the loss is taken on standardized values: MSE / sd^2, whatever the units
+    pred, target = torch.tensor([[1.0], [4.0]]), torch.tensor([[2.0], [1.0]])
+    sd = info["target_sd"][0]
+    assert problem.loss(exp, scale)(pred, target) == pytest.approx(5.0 / sd**2, rel=1e-6)
+    assert problem.loss(exp, ([300.0], [sd * 100]))(pred * 100, target * 100) == pytest.approx(5.0 / sd**2, rel=1e-5)
+
+
+def test_the_model_answers_in_the_targets_units():
+    exp = config.parse(tiny_params(REGRESSION))
+    problem = problems.of(exp)
+    x = torch.randn(2, 4000)
+    torch.manual_seed(0)
+    plain = problem.model(exp, 1).eval()
+    torch.manual_seed(0)
+    scaled = problem.model(exp, 1, ([5000.0], [250.0])).eval()
+    with torch.no_grad():
+        assert torch.allclose(scaled(x), plain(x) * 250 + 5000)
+    assert set(scaled.state_dict()) - set(plain.state_dict()) == {"output_scale.scale"}
+    tabular = problems.get("tabular_regression")
+    assert not tabular.data.takes_target_scale  # its net standardizes the response itself

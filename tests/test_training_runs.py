@@ -15,7 +15,7 @@ from PIL import Image
 from projects import make_project, merge, tiny_params, write_params
 from safetensors.torch import load_file
 
-from deuterium import config, fitting, insights, io, paths, problems, training
+from deuterium import config, fitting, insights, io, paths, problems, splitting, training
 
 BASE = {"dataset": {"selected_folds": [0]}, "logging": {"number_of_audios_to_show": 0}}
 
@@ -241,3 +241,41 @@ def test_an_adopted_checkpoint_goes_on_with_the_new_settings(run, monkeypatch, c
     assert reported[0][2] is not None  # the epoch's validation score, what the search reports
     assert taker.curve("train/learning_rate")["learning_rate"].tolist() == [0.001, 0.004]
     assert taker.curve("train/epoch")["epoch"].tolist() == [1, 2]
+
+
+def _fit_regression(project: Path, out: Path, label: str, standardize: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Fold 0's out-of-fold predictions and targets of an audio regression on `label` (thousands: the digit
+    x 1000 + 7), with or without standardized targets."""
+    params = tiny_params(
+        merge(
+            BASE,
+            {
+                "problem_type": "audio_regression",
+                "dataset": {"label_columns": [label]},
+                "training": {"loss_function": "mse", "epochs": 3, "standardize_targets": standardize},
+                "prediction": {"metric": "MAE"},
+            },
+        )
+    )
+    exp = config.parse(params)
+    problem = problems.of(exp)
+    folds = io.read_frame(project / paths.SPLIT / paths.FOLDS_FILE)
+    folds = folds.assign(thousands=folds.digit * 1000 + 7)
+    info = problem.label_info(folds, exp)
+    targets = problem.encode(folds, exp, info)
+    oof = fitting.fit_folds(exp, problem, info, folds, targets, out / "train", out / "checkpoints")
+    rows = oof[splitting.ROW_ID].to_numpy()
+    return fitting.predictions_from(oof, problem.output_columns(info))[:, 0], targets[rows, 0]
+
+
+def test_standardized_targets_train_alike_in_any_units(project, tmp_path, monkeypatch):
+    """The net learns (target - mean) / sd: the digit in thousands (x 1000 + 7) trains to the same model,
+    scaled, and without standardizing, the same steps leave it thousands away."""
+    monkeypatch.chdir(project)
+    digits, truth = _fit_regression(project, tmp_path / "digits", "digit", True)
+    thousands, big_truth = _fit_regression(project, tmp_path / "thousands", "thousands", True)
+    assert np.allclose(big_truth, truth * 1000 + 7)
+    assert np.allclose(thousands, digits * 1000 + 7, rtol=1e-3, atol=1.0)
+    mae = np.abs(thousands - big_truth).mean()
+    raw, _ = _fit_regression(project, tmp_path / "raw", "thousands", False)
+    assert np.abs(raw - big_truth).mean() > 1.5 * mae

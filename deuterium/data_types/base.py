@@ -100,6 +100,9 @@ class DataType:
     # the dataset key naming the column of files ("": no files, the row itself is the input)
     column_key: ClassVar[str]
     tasks: ClassVar[tuple[str, ...]] = ("classification", "regression")
+    # its model takes the task's target scale (`set_output_scale`): regression targets are learnt standardized.
+    # False where the model standardizes its response itself (tabular: tabular.response_scale)
+    takes_target_scale: ClassVar[bool] = True
     file_suffixes: ClassVar[frozenset[str]]  # what the standalone scorer picks from a folder
     scoring_requirements: ClassVar[tuple[str, ...]]  # pip names its Decoder needs (the bento installs them)
     front_end: ClassVar[

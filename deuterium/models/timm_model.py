@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import timm
+import torch
 from torch import Tensor, nn
 
 from deuterium.errors import ConfigError
@@ -35,6 +36,18 @@ def backbone(arch: ArchitectureSettings, in_chans: int = 1) -> nn.Module:
         raise
 
 
+class OutputScale(nn.Module):
+    """x * sd + mean per output. A module of its own so a float16 export keeps it float32 (precision.py):
+    a mean in the thousands is past float16's precision, and past its range above 65,504."""
+
+    def __init__(self, mean: list[float], sd: list[float]):
+        super().__init__()
+        self.register_buffer("scale", torch.tensor([mean, sd], dtype=torch.float32))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.float() * self.scale[1] + self.scale[0]
+
+
 class TimmModel(nn.Module):
     """`frontend` turns the graph's input into an image of `in_chans` channels for the backbone. The
     attribute names (frontend, backbone, head) are what differential_learning_rate_layers and
@@ -47,7 +60,18 @@ class TimmModel(nn.Module):
         self.pool = Pool(arch.pool)
         self.dropout = nn.Dropout(arch.dropout)
         self.head = nn.Linear(self.pool.widen(self.backbone.num_features), n_outputs)
+        self.output_scale: OutputScale | None = None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def set_output_scale(self, mean: list[float], sd: list[float]) -> None:
+        """Answer head * sd + mean: the head learns standardized targets (a regression's), the graph answers
+        in the targets' units."""
+        self.output_scale = OutputScale(mean, sd)
+
+    def standardized(self, x: Tensor) -> Tensor:
+        """The head's output, before the output scale (export.ScoringModule scales the folds' mean)."""
         features = self.backbone.forward_features(self.frontend(x))  # [batch, num_features, h, w]
         return self.head(self.dropout(self.pool(features)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.standardized(x)
+        return out if self.output_scale is None else self.output_scale(out)

@@ -84,8 +84,18 @@ class ProblemType:
     def encode(self, frame: pd.DataFrame, exp: ExperimentBase, info: dict) -> np.ndarray:
         return self.task.encode(frame, exp, info)
 
-    def loss(self, exp: ExperimentBase) -> nn.Module:
-        return self.task.loss(exp)
+    def target_scale(self, exp: ExperimentBase, info: dict) -> tuple[list[float], list[float]] | None:
+        """Each output's (mean, sd) the model scales its net's output by, or None (see Task.target_scale)."""
+        return self.task.target_scale(exp, info) if self.data.takes_target_scale else None
+
+    def loss(self, exp: ExperimentBase, scale: tuple[list[float], list[float]] | None = None) -> nn.Module:
+        """The task's loss; with a target scale, on standardized values (regression.Standardized)."""
+        loss = self.task.loss(exp)
+        if scale is None:
+            return loss
+        from deuterium.tasks.regression import Standardized
+
+        return Standardized(loss, scale[1])
 
     def activate(self, logits: Tensor) -> Tensor:
         return self.task.activate(logits)
@@ -115,8 +125,14 @@ class ProblemType:
     def batch_augmenter(self, exp: ExperimentBase):
         return self.data.batch_augmenter(exp)
 
-    def model(self, exp: ExperimentBase, n_outputs: int) -> nn.Module:
-        return self.data.model(exp, n_outputs)
+    def model(
+        self, exp: ExperimentBase, n_outputs: int, scale: tuple[list[float], list[float]] | None = None
+    ) -> nn.Module:
+        """The data type's model; with a target scale (`target_scale`), its outputs are net * sd + mean."""
+        model = self.data.model(exp, n_outputs)
+        if scale is not None:
+            model.set_output_scale(*scale)
+        return model
 
     def decoder(self, exp: ExperimentBase, bounded: bool = False) -> data_types.Decoder:
         return self.data.decoder(self.data.preprocessing(exp), bounded)

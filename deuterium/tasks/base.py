@@ -52,6 +52,11 @@ class Task:
     def loss(self, exp: ExperimentBase) -> nn.Module:
         raise NotImplementedError
 
+    def target_scale(self, exp: ExperimentBase, info: dict) -> tuple[list[float], list[float]] | None:
+        """Each output's (mean, sd) when the net learns standardized targets and the model scales back
+        (regression); None when the outputs are used as they are."""
+        return None
+
     def activate(self, logits: Tensor) -> Tensor:
         """Logits -> what a client gets (probabilities, values). Part of the ONNX graph."""
         raise NotImplementedError

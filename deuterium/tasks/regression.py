@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -17,6 +18,23 @@ from deuterium.tasks.base import Metric, Task, register
 
 class RegressionTraining(TrainingBase):
     loss_function: Literal["mae", "mse", "rmse"] = "mse"
+    # the net learns (target - mean) / sd of the training targets, and the model's last step scales back, so
+    # predictions, metrics and the ONNX graph are in the targets' own units (H2O-3's `standardize`). Without
+    # it a target in the thousands takes the head thousands of optimizer steps to reach.
+    standardize_targets: bool = True
+
+
+class Standardized(nn.Module):
+    """`loss` on (prediction / sd, target / sd): the same loss whatever the targets' units, so the learning
+    rate and gradient clipping mean the same on any data (the means cancel in the difference)."""
+
+    def __init__(self, loss: nn.Module, sd: list[float]):
+        super().__init__()
+        self.loss = loss
+        self.register_buffer("inverse_sd", 1 / torch.tensor(sd, dtype=torch.float32))
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        return self.loss(pred * self.inverse_sd, target * self.inverse_sd)
 
 
 class RegressionPrediction(PredictionBase):
@@ -50,7 +68,22 @@ class Regression(Task):
     label_kind = "numeric"
 
     def label_info(self, frame: pd.DataFrame, exp: ExperimentBase) -> dict:
-        return {"target_names": list(exp.dataset.label_columns)}
+        cols = list(exp.dataset.label_columns)
+        values = frame[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+        values = np.where(np.isfinite(values), values, np.nan)  # encode names a bad row; not here
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column: encode says which
+            mean, sd = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+        return {
+            "target_names": cols,
+            "target_mean": [float(m) if np.isfinite(m) else 0.0 for m in mean],
+            "target_sd": [float(d) if np.isfinite(d) and d > 0 else 1.0 for d in sd],
+        }
+
+    def target_scale(self, exp: ExperimentBase, info: dict) -> tuple[list[float], list[float]] | None:
+        if not exp.training.standardize_targets or "target_mean" not in info:  # info of an older version
+            return None
+        return info["target_mean"], info["target_sd"]
 
     def n_outputs(self, info: dict) -> int:
         return len(info["target_names"])

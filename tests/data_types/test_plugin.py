@@ -125,15 +125,17 @@ def test_every_problem_type_trains_a_batch_and_exports(name, tmp_path):
     info = (
         {"labels": ["a", "b"], "target_names": ["y"]}
         if problem.label_kind == "categorical"
-        else {"target_names": ["y"]}
+        else {"target_names": ["y"], "target_mean": [1.25], "target_sd": [0.75]}
     )
     n = problem.n_outputs(info)
     targets = np.eye(n, dtype=np.float32)[[0, 1]] if n > 1 else np.array([[0.5], [2.0]], np.float32)
     dataset = problem.data.dataset(files, targets, exp, seed=0)
     x, y = zip(*(dataset[i] for i in range(len(files))), strict=True)
     torch.manual_seed(0)
-    model = problem.model(exp, n).train()
-    loss = problem.loss(exp)(model(torch.stack(x)).float(), torch.stack(y))
+    scale = problem.target_scale(exp, info)
+    assert (scale is not None) == (name in ("audio_regression", "image_regression"))
+    model = problem.model(exp, n, scale).train()
+    loss = problem.loss(exp, scale)(model(torch.stack(x)).float(), torch.stack(y))
     loss.backward()
     assert torch.isfinite(loss) and all(
         torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None

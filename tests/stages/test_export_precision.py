@@ -49,7 +49,7 @@ def test_inputs_outputs_and_front_end_stay_float32(variant):
     model = onnx.load(str(out / "model.onnx"))
     io_types = {v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.output]}
     assert io_types == {TensorProto.FLOAT}
-    front = set(precision.front_end_nodes(model))
+    front = set(precision.float32_nodes(model))
     assert front, "the front end's nodes keep their exporter metadata"
     ops = {n.op_type for n in model.graph.node}
     if name == "float16":

@@ -36,6 +36,7 @@ class Tabular(DataType):
     file_suffixes = frozenset({".json"})
     scoring_requirements = ()
     front_end = "deuterium.data_types.tabular.model.Preprocess"
+    takes_target_scale = False  # TabularNet standardizes its response itself (tabular.response_scale)
     decoder_class = "deuterium.data_types.tabular.decode:TabularDecoder"
     json_help = "one row: an object of column name -> value (a number, a level's text, or null when missing)"
     json_example = {"x1": 1.5, "colour": "red"}
