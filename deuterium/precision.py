@@ -1,8 +1,9 @@
 """Reduced-precision copies of an exported graph: float16 for a GPU, dynamic INT8 for the CPU.
 
-Both keep the data type's front end (and a regression's output scale) in float32: a power spectrum overflows float16 (with a 512-point
+Both keep the data type's front end in float32: a power spectrum overflows float16 (with a 512-point
 Hann window a full-scale constant signal reaches 256² = 65,536 > 65,504) and spans far more decades
-than 8 bits hold; pixels are resized and normalized before any reduced-precision layer sees them.
+than 8 bits hold; pixels are resized and normalized before any reduced-precision layer sees them. A
+regression's output scale (the targets' mean and sd) stays float32 for the same reason.
 Its nodes are found by the module they came from, which torch's exporter records on every node.
 """
 

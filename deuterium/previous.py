@@ -125,7 +125,9 @@ def load_weights(model, exp, fold: int) -> None:
     own = model.state_dict()
     # the target scale stays this data's (set_output_scale): the loss standardizes by it
     usable = {
-        k: v for k, v in state.items() if k in own and own[k].shape == v.shape and not k.startswith("output_scale.")
+        k: v
+        for k, v in state.items()
+        if k in own and own[k].shape == v.shape and not k.startswith("output_scale.")
     }
     fresh = sorted(k for k in own if k not in usable)
     if not any(k.startswith("backbone.") for k in usable):

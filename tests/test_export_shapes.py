@@ -126,7 +126,9 @@ def test_a_regression_in_large_units_exports_in_float32_and_float16(tmp_path, de
     graph = onnx.load(str(tmp_path / "export" / "model.onnx"))
     assert graph.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     expected = np.concatenate([torch_predictions(exp, problem, models, [f]) for f in files])
-    got = scoring.Scorer(tmp_path / "export").raw([scoring.Scorer(tmp_path / "export").load(f) for f in files])
+    got = scoring.Scorer(tmp_path / "export").raw(
+        [scoring.Scorer(tmp_path / "export").load(f) for f in files]
+    )
     assert np.all(np.abs(expected - 150000) < 5 * 40000)  # in the targets' units
     assert np.allclose(got, expected, rtol=1e-4)
     if device == "gpu":

@@ -78,7 +78,9 @@ def test_regression_targets_are_standardized_by_the_training_rows():
     pred, target = torch.tensor([[1.0], [4.0]]), torch.tensor([[2.0], [1.0]])
     sd = info["target_sd"][0]
     assert problem.loss(exp, scale)(pred, target) == pytest.approx(5.0 / sd**2, rel=1e-6)
-    assert problem.loss(exp, ([300.0], [sd * 100]))(pred * 100, target * 100) == pytest.approx(5.0 / sd**2, rel=1e-5)
+    assert problem.loss(exp, ([300.0], [sd * 100]))(pred * 100, target * 100) == pytest.approx(
+        5.0 / sd**2, rel=1e-5
+    )
 
 
 def test_the_model_answers_in_the_targets_units():
