@@ -1,4 +1,5 @@
-"""Classification losses by their params.yaml names. Targets are probability rows: one-hot, multi-hot or soft."""
+"""Classification losses by their params.yaml names (targets are probability rows: one-hot, multi-hot or soft),
+and `Standardized`, which any loss takes under a regression's target scale."""
 
 from __future__ import annotations
 
@@ -51,3 +52,16 @@ def classification(name: str, multi_label: bool) -> nn.Module:
         "sigmoid_focal": SigmoidFocal,
         "softmax_focal": SoftmaxFocal,
     }[name]()
+
+
+class Standardized(nn.Module):
+    """`loss` on (prediction / sd, target / sd): the same loss whatever the targets' units, so the learning
+    rate and gradient clipping mean the same on any data (the means cancel in the difference)."""
+
+    def __init__(self, loss: nn.Module, sd: list[float]):
+        super().__init__()
+        self.loss = loss
+        self.register_buffer("inverse_sd", 1 / torch.tensor(sd, dtype=torch.float32))
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        return self.loss(pred * self.inverse_sd, target * self.inverse_sd)

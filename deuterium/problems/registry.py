@@ -12,7 +12,7 @@ import pandas as pd
 from pydantic import create_model
 from torch import Tensor, nn
 
-from deuterium import data_types, tasks
+from deuterium import data_types, losses, tasks
 from deuterium.data_types import DataType
 from deuterium.errors import ConfigError
 from deuterium.settings import DatasetSettings, ExperimentBase
@@ -89,13 +89,9 @@ class ProblemType:
         return self.task.target_scale(exp, info) if self.data.takes_target_scale else None
 
     def loss(self, exp: ExperimentBase, scale: tuple[list[float], list[float]] | None = None) -> nn.Module:
-        """The task's loss; with a target scale, on standardized values (regression.Standardized)."""
+        """The task's loss; with a target scale, on standardized values (losses.Standardized)."""
         loss = self.task.loss(exp)
-        if scale is None:
-            return loss
-        from deuterium.tasks.regression import Standardized
-
-        return Standardized(loss, scale[1])
+        return loss if scale is None else losses.Standardized(loss, scale[1])
 
     def activate(self, logits: Tensor) -> Tensor:
         return self.task.activate(logits)

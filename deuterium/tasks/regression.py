@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Literal
 
 import numpy as np
@@ -24,19 +23,6 @@ class RegressionTraining(TrainingBase):
     standardize_targets: bool = True
 
 
-class Standardized(nn.Module):
-    """`loss` on (prediction / sd, target / sd): the same loss whatever the targets' units, so the learning
-    rate and gradient clipping mean the same on any data (the means cancel in the difference)."""
-
-    def __init__(self, loss: nn.Module, sd: list[float]):
-        super().__init__()
-        self.loss = loss
-        self.register_buffer("inverse_sd", 1 / torch.tensor(sd, dtype=torch.float32))
-
-    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
-        return self.loss(pred * self.inverse_sd, target * self.inverse_sd)
-
-
 class RegressionPrediction(PredictionBase):
     metric: Literal["MAE", "MSE", "RMSE", "MAPE", "SMAPE", "R2"] = "MAE"
 
@@ -44,6 +30,11 @@ class RegressionPrediction(PredictionBase):
 class RMSELoss(nn.Module):
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         return torch.sqrt(nn.functional.mse_loss(pred, target) + 1e-8)
+
+
+def _numeric(frame: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """The label columns as numbers; what is not a number is NaN."""
+    return frame[cols].apply(pd.to_numeric, errors="coerce")
 
 
 def _smape(y: np.ndarray, p: np.ndarray) -> float:
@@ -69,11 +60,8 @@ class Regression(Task):
 
     def label_info(self, frame: pd.DataFrame, exp: ExperimentBase) -> dict:
         cols = list(exp.dataset.label_columns)
-        values = frame[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
-        values = np.where(np.isfinite(values), values, np.nan)  # encode names a bad row; not here
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column: encode says which
-            mean, sd = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+        numeric = _numeric(frame, cols).replace([np.inf, -np.inf], np.nan)  # encode names a bad row; not here
+        mean, sd = numeric.mean(), numeric.std(ddof=0)  # missing values skipped; an all-missing column: NaN
         return {
             "target_names": cols,
             "target_mean": [float(m) if np.isfinite(m) else 0.0 for m in mean],
@@ -90,7 +78,7 @@ class Regression(Task):
 
     def encode(self, frame: pd.DataFrame, exp: ExperimentBase, info: dict) -> np.ndarray:
         cols = info["target_names"]
-        values = frame[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32)
+        values = _numeric(frame, cols).to_numpy(dtype=np.float32)
         if not np.isfinite(values).all():
             row, col = np.argwhere(~np.isfinite(values))[0]
             raise DataError(
