@@ -123,6 +123,9 @@ class TrainingBase(Section):
     train_validation_data: bool = False
     early_stopping_patience: int = Field(0, ge=0)  # validations without improvement before stopping (0: off)
     early_stopping_min_delta: float = Field(0.0, ge=0)  # what counts as an improvement of the metric
+    # an exponential moving average of the weights (timm's ModelEmaV3) is validated, kept and exported
+    # instead of the last weights; its decay ramps up from 0 (1 - (1 + step)^(-2/3)) to at most this. 0: off
+    ema_decay: float = Field(0.0, ge=0, lt=1)
 
     @model_validator(mode="after")
     def _training_needs(self) -> TrainingBase:

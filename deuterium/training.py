@@ -158,6 +158,7 @@ class Loop:
     checkpoint: Callable[[RunState], None] = lambda state: None  # called after every epoch
     description: str = "training"
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None  # the data type's batch augmentations
+    ema: nn.Module | None = None  # training.ema_decay: timm's ModelEmaV3, updated after each optimizer step
 
 
 def training_length(exp: ExperimentBase, rows: int) -> ExperimentBase:
@@ -224,6 +225,7 @@ def train_fold(
     loss_fn = problem.loss(exp, scale).to(dev)
     dataset = problem.dataset(train_frame, exp, train_targets, seed)
     state = _restore(saved, model) if saved else RunState()
+    ema = _moving_average(model, t.ema_decay, saved)
     state.epochs = t.epochs
     if not saved or adopted:  # an adopted run trains on with this trial's own batch size
         state.batch_size = min(t.batch_size, len(train_frame))
@@ -267,6 +269,7 @@ def train_fold(
         metric_name=exp.prediction.metric,
         greater_is_better=metric.greater_is_better,
         description=name.replace("/", " "),
+        ema=ema,
     )
     augmenter = problem.batch_augmenter(exp)
     loop.augment = augmenter.to(dev) if isinstance(augmenter, nn.Module) else augmenter
@@ -280,7 +283,7 @@ def train_fold(
     if main:
 
         def checkpoint(st: RunState) -> None:
-            _save_checkpoint(ckpt, model, opt, sched, scaler, st, seed, resolved)
+            _save_checkpoint(ckpt, model, opt, sched, scaler, st, seed, resolved, ema)
             if after_epoch is not None:
                 after_epoch(name, st)
 
@@ -307,6 +310,8 @@ def train_fold(
         score, preds = state.best_score, state.best_predictions
         log.info("%s: keeping step %d, the best (%s %.4f)", name, state.best_step, loop.metric_name, score)
     else:
+        if ema is not None:
+            model.load_state_dict(ema.module.state_dict())  # what was validated last
         score, preds = state.score, state.predictions
     if main:
         save_model(model, exp, out_dir / name)
@@ -322,6 +327,7 @@ def fit(exp: ExperimentBase, model: nn.Module, loop: Loop, state: RunState) -> R
     total = t.epochs * batches
     every = max(1, round(t.evaluation_epochs * batches))
     net = distributed.unwrap(model)
+    judged = net if loop.ema is None else loop.ema.module  # what is validated and kept
 
     def record(key: str, value: float) -> None:
         if distributed.is_main():
@@ -331,7 +337,7 @@ def fit(exp: ExperimentBase, model: nn.Module, loop: Loop, state: RunState) -> R
 
     def evaluate() -> None:
         if loop.validate is not None:
-            score, preds = loop.validate(net)
+            score, preds = loop.validate(judged)
             state.score, state.predictions = score, preds
             record(f"valid/{loop.metric_name}", score)
             _early_stopping(state, score, t, loop.greater_is_better)
@@ -348,9 +354,9 @@ def fit(exp: ExperimentBase, model: nn.Module, loop: Loop, state: RunState) -> R
             if _better(score, state.best_score, loop.greater_is_better):
                 state.best_score, state.best_step, state.best_predictions = score, state.step, preds
                 if t.save_best_checkpoint:
-                    state.best_weights = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+                    state.best_weights = {k: v.detach().cpu().clone() for k, v in judged.state_dict().items()}
             if loop.train_metric is not None:
-                record(f"train/{loop.metric_name}", loop.train_metric(net))
+                record(f"train/{loop.metric_name}", loop.train_metric(judged))
             log.info("%s step %d: valid %s %.4f", loop.prefix, state.step, loop.metric_name, score)
         # rank 0 validates alone; every process must stop together, or the others wait in an all-reduce
         state.stopped = bool(distributed.broadcast(state.stopped))
@@ -420,6 +426,8 @@ def _optimizer_step(exp: ExperimentBase, net: nn.Module, loop: Loop, record) -> 
     loop.scaler.update()
     loop.opt.zero_grad(set_to_none=True)
     loop.sched.step()
+    if loop.ema is not None:
+        loop.ema.update(net, step=loop.sched.last_epoch)  # the decay's warmup counts optimizer steps
 
 
 def _start_epoch(loop: Loop, epoch: int) -> None:
@@ -497,6 +505,19 @@ def _better(score: float, best: float | None, greater_is_better: bool) -> bool:
     if best is None:
         return True
     return score > best if greater_is_better else score < best
+
+
+def _moving_average(model: nn.Module, decay: float, saved: dict | None) -> nn.Module | None:
+    """training.ema_decay: timm's ModelEmaV3 of `model` (parameters and batch norm statistics), its decay
+    warming up from 0, so a short run averages over fewer steps; a checkpoint's average is restored."""
+    if not decay:
+        return None
+    from timm.utils import ModelEmaV3
+
+    ema = ModelEmaV3(model, decay=decay, use_warmup=True)
+    if saved and saved.get("ema") is not None:
+        ema.module.load_state_dict(saved["ema"])
+    return ema
 
 
 def _run_seed(seed: int, fold: int, seed_index: int) -> int:
@@ -615,7 +636,7 @@ def _restore(saved: dict, model: nn.Module) -> RunState:
 
 
 def _save_checkpoint(
-    path: Path, model, opt, sched, scaler, state: RunState, seed: int, resolved: str
+    path: Path, model, opt, sched, scaler, state: RunState, seed: int, resolved: str, ema=None
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tensor = lambda a: None if a is None else torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
@@ -641,6 +662,7 @@ def _save_checkpoint(
             "stale": state.stale,
             "stopped": state.stopped,
             "config": resolved,
+            "ema": None if ema is None else ema.module.state_dict(),
         },
         tmp,
     )

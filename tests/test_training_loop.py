@@ -387,3 +387,41 @@ def test_a_checkpoint_resumes_only_for_the_same_stage_code_and_command(tmp_path)
     base = fingerprint()
     write("python -m stages.train --other")  # the stage's command
     assert fingerprint() != base
+
+
+def test_ema_is_the_moving_average_of_the_weights_after_each_optimizer_step(tmp_path):
+    """timm's ModelEmaV3 with warmup: step k's decay is min(ema_decay, 1 - k^(-2/3)), 0 at the first step."""
+    from timm.utils import ModelEmaV3
+
+    exp = experiment(batch_size=8, epochs=2, grad_accumulation=2, ema_decay=0.6)
+    model = toy_model()
+    ema = ModelEmaV3(model, decay=0.6, use_warmup=True)
+    after_steps = []
+    loop = make_loop(
+        exp, model, tmp_path, ema=ema, validate=lambda net: (float(len(after_steps)), np.zeros(1))
+    )
+    loop.opt.register_step_post_hook(lambda *_: after_steps.append(weights(model)))
+    seen = []
+    validate = loop.validate
+    loop.validate = lambda net: (seen.append(weights(net)), validate(net))[1]
+    training.fit(exp, model, loop, training.RunState(batch_size=8))
+
+    assert len(after_steps) == 4  # 4 batches an epoch, 2 a step, 2 epochs
+    expected = None
+    for k, w in enumerate(after_steps, start=1):
+        decay = 0.0 if k == 1 else min(0.6, 1 - k ** (-2 / 3))
+        expected = (
+            w if expected is None else [decay * e + (1 - decay) * x for e, x in zip(expected, w, strict=True)]
+        )
+    for got, want in zip(weights(ema.module), expected, strict=True):
+        torch.testing.assert_close(got, want)
+    # validation scored the average: after the last step, the average as it ended
+    assert len(seen) == 2 and all(
+        torch.equal(a, b) for a, b in zip(seen[-1], weights(ema.module), strict=True)
+    )
+    assert not all(torch.equal(a, b) for a, b in zip(seen[-1], after_steps[-1], strict=True))
+
+
+def test_ema_decay_is_below_one():
+    with pytest.raises(ConfigError, match="ema_decay"):
+        experiment(ema_decay=1.0)

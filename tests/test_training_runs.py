@@ -92,13 +92,15 @@ def test_the_same_seed_repeats_a_cpu_run_exactly_whatever_the_workers(run):
     assert first.logged_params()["fold0_seed"] == 7
 
 
-def test_a_run_stopped_after_an_epoch_resumes_exactly(run, monkeypatch, caplog):
-    settings = {"training": {"epochs": 2}}
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_a_run_stopped_after_an_epoch_resumes_exactly(run, monkeypatch, caplog, ema_decay):
+    """Also with a moving average of the weights, which the checkpoint must carry."""
+    settings = {"training": {"epochs": 2, "ema_decay": ema_decay}}
     whole, resumed = run(settings, "whole"), run(settings, "resumed")
     save = training._save_checkpoint
 
-    def keep_first_epoch(path, model, opt, sched, scaler, state, seed, resolved):
-        save(path, model, opt, sched, scaler, state, seed, resolved)
+    def keep_first_epoch(path, model, opt, sched, scaler, state, *rest):
+        save(path, model, opt, sched, scaler, state, *rest)
         if state.epoch == 1:
             target = resumed.checkpoints / "fold0" / "last.pt"  # as a run killed in epoch 2 leaves it
             target.parent.mkdir(parents=True)
@@ -114,6 +116,28 @@ def test_a_run_stopped_after_an_epoch_resumes_exactly(run, monkeypatch, caplog):
     assert same(whole.weights(), resumed.weights())
     assert resumed.curve("train/loss").equals(whole.curve("train/loss"))  # epoch 1's point came back
     assert len(resumed.curve("valid/Accuracy")) == 2
+
+
+def test_ema_decay_validates_and_keeps_the_moving_average_of_the_weights(run):
+    averaged, last = (
+        run({"training": {"epochs": 3, "ema_decay": 0.9}}, "ema"),
+        run({"training": {"epochs": 3}}),
+    )
+    oof = averaged.fit()
+    last.fit()
+    saved = torch.load(averaged.checkpoints / "fold0" / "last.pt", weights_only=True)
+    kept = averaged.weights()
+    assert same(kept, {k: v.contiguous() for k, v in saved["ema"].items()})  # the average, not...
+    assert not same(kept, {k: v.contiguous() for k, v in saved["model"].items()})  # ...the last weights
+    assert same(
+        {k: v.contiguous() for k, v in saved["model"].items()}, last.weights()
+    )  # averaging does not change what trains
+    files, targets = averaged.valid()
+    _, models = fitting.load_models(averaged.train, averaged.problem, averaged.info)
+    preds = training._predict(averaged.exp, averaged.problem, models, files, torch.device("cpu"))
+    np.testing.assert_allclose(  # the validation scored the weights that were kept
+        fitting.predictions_from(oof, averaged.problem.output_columns(averaged.info)), preds, atol=1e-6
+    )
 
 
 def test_number_of_seeds_trains_and_averages_several_models_per_fold(run, tmp_path):
@@ -213,8 +237,8 @@ def test_an_adopted_checkpoint_goes_on_with_the_new_settings(run, monkeypatch, c
     taker = run({"training": {"epochs": 2, "schedule": "constant", "learning_rate": 0.004}}, "taker")
     save = training._save_checkpoint
 
-    def keep_first_epoch(path, model, opt, sched, scaler, state, seed, resolved):
-        save(path, model, opt, sched, scaler, state, seed, resolved)
+    def keep_first_epoch(path, model, opt, sched, scaler, state, *rest):
+        save(path, model, opt, sched, scaler, state, *rest)
         if state.epoch == 1:
             target = taker.checkpoints / "fold0" / "last.pt"
             target.parent.mkdir(parents=True)
