@@ -311,7 +311,7 @@ def train_fold(
         log.info("%s: keeping step %d, the best (%s %.4f)", name, state.best_step, loop.metric_name, score)
     else:
         if ema is not None:
-            model.load_state_dict(ema.module.state_dict())  # what was validated last
+            model.load_state_dict(ema.module.state_dict())  # the average is what validation scored
         score, preds = state.score, state.predictions
     if main:
         save_model(model, exp, out_dir / name)
