@@ -396,14 +396,14 @@ def test_ema_is_the_moving_average_of_the_weights_after_each_optimizer_step(tmp_
     exp = experiment(batch_size=8, epochs=2, grad_accumulation=2, ema_decay=0.6)
     model = toy_model()
     ema = ModelEmaV3(model, decay=0.6, use_warmup=True)
-    after_steps = []
-    loop = make_loop(
-        exp, model, tmp_path, ema=ema, validate=lambda net: (float(len(after_steps)), np.zeros(1))
-    )
+    after_steps, seen = [], []  # the weights after each optimizer step; what each validation scored
+
+    def validate(net):
+        seen.append(weights(net))
+        return 0.0, np.zeros(1)
+
+    loop = make_loop(exp, model, tmp_path, ema=ema, validate=validate)
     loop.opt.register_step_post_hook(lambda *_: after_steps.append(weights(model)))
-    seen = []
-    validate = loop.validate
-    loop.validate = lambda net: (seen.append(weights(net)), validate(net))[1]
     training.fit(exp, model, loop, training.RunState(batch_size=8))
 
     assert len(after_steps) == 4  # 4 batches an epoch, 2 a step, 2 epochs
