@@ -42,16 +42,31 @@ class SoftmaxFocal(nn.Module):
         return -(target * weight * log_p).sum(dim=1).mean()
 
 
-def classification(name: str, multi_label: bool) -> nn.Module:
+class Smoothed(nn.Module):
+    """`loss` on label-smoothed targets: each row's probabilities times (1 - smoothing), plus smoothing / K
+    for each of the K classes. For cross-entropy that is torch's own `label_smoothing`; for the sigmoid
+    losses it is timm's `BinaryCrossEntropy(smoothing=...)`. Written once here so that every loss, and soft
+    (mixup) targets, take the same rule."""
+
+    def __init__(self, loss: nn.Module, smoothing: float):
+        super().__init__()
+        self.loss, self.smoothing = loss, smoothing
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return self.loss(logits, target * (1 - self.smoothing) + self.smoothing / target.shape[1])
+
+
+def classification(name: str, multi_label: bool, label_smoothing: float = 0.0) -> nn.Module:
     """`classification` is H2O Hydrogen Torch's automatic choice: BCE for multi-label, cross-entropy otherwise."""
     if name == "classification":
         name = "bce" if multi_label else "cross_entropy"
-    return {
+    loss = {
         "cross_entropy": nn.CrossEntropyLoss,  # takes the (soft) probability targets as they are
         "bce": BCE,
         "sigmoid_focal": SigmoidFocal,
         "softmax_focal": SoftmaxFocal,
     }[name]()
+    return Smoothed(loss, label_smoothing) if label_smoothing else loss
 
 
 class Standardized(nn.Module):

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 import torch
 from projects import tiny_params
+from timm.loss import BinaryCrossEntropy
 from torch.nn import functional as F
 
 from deuterium import config, losses, problems
@@ -33,6 +34,24 @@ def test_classification_is_bce_for_multi_label():
     multi_hot = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     got = losses.classification("classification", multi_label=True)(LOGITS, multi_hot)
     assert got == pytest.approx(F.binary_cross_entropy_with_logits(LOGITS, multi_hot).item())
+
+
+def test_label_smoothing_moves_the_targets_towards_uniform_for_every_loss():
+    exp = config.parse(tiny_params({"training": {"label_smoothing": 0.1}}))
+    smoothed = problems.get("audio_classification").loss(exp)
+    # cross-entropy: torch's own label_smoothing
+    assert smoothed(LOGITS, ONE_HOT) == pytest.approx(
+        F.cross_entropy(LOGITS, ONE_HOT, label_smoothing=0.1).item()
+    )
+    # the sigmoid losses: timm's BinaryCrossEntropy rule, (1 - s) * target + s / classes
+    bce = losses.classification("bce", multi_label=False, label_smoothing=0.1)
+    timm_bce = BinaryCrossEntropy(smoothing=0.1)(LOGITS, ONE_HOT.argmax(1))
+    assert bce(LOGITS, ONE_HOT) == pytest.approx(timm_bce.item())
+    # a confident, right row no longer costs nothing: the loss has its minimum at finite logits
+    right = torch.tensor([[20.0, -20.0, -20.0]])
+    assert smoothed(right, ONE_HOT[:1]) > 1.0 > 100 * F.cross_entropy(right, ONE_HOT[:1])
+    with pytest.raises(Exception, match="label_smoothing"):
+        config.parse(tiny_params({"training": {"label_smoothing": 1.0}}))
 
 
 def test_focal_losses_discount_easy_rows():

@@ -12,6 +12,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field
 from sklearn import metrics as skm
 from torch import Tensor, nn
 
@@ -25,6 +26,8 @@ class ClassificationTraining(TrainingBase):
     loss_function: Literal["cross_entropy", "classification", "bce", "sigmoid_focal", "softmax_focal"] = (
         "cross_entropy"
     )
+    # training targets moved towards uniform: (1 - s) * target + s / classes (losses.Smoothed)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
 
 
 class ClassificationPrediction(PredictionBase):
@@ -145,7 +148,9 @@ class Classification(Task):
         return loss in ("bce", "sigmoid_focal")
 
     def loss(self, exp: ExperimentBase) -> nn.Module:
-        return losses.classification(exp.training.loss_function, self.multi_label(exp))
+        return losses.classification(
+            exp.training.loss_function, self.multi_label(exp), exp.training.label_smoothing
+        )
 
     def activate(self, logits: Tensor) -> Tensor:
         if self.exp is not None and self.sigmoid(self.exp):
