@@ -111,6 +111,7 @@ def measure(exp, problem, n_outputs: int, dataset, batches: int, warmup: int, de
         prefix="bench",
         seed=0,
         augment=problem.batch_augmenter(exp),  # the data type's batch augmentations, as training runs them
+        ema=training._moving_average(model, t.ema_decay, None),  # training.ema_decay, as training runs it
     )
     gpu = GpuSampler()
     gpu.start()
