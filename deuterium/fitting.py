@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import shutil
+import threading
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 from dvclive import Live
 from safetensors.torch import load_file
 from torch import nn
 
-from deuterium import config, distributed, io, paths, splitting
+from deuterium import config, distributed, io, paths, problems, runtime, splitting, training
+from deuterium.data_types import decoded
 from deuterium.errors import DataError
 from deuterium.problems import ProblemType
 from deuterium.settings import ExperimentBase
@@ -63,31 +70,28 @@ def fit_folds(
     live = Live(str(tmp / "dvclive"), report=None, save_dvc_exp=False, dvcyaml=None) if main else _Silent()
     metric = problem.metrics()[exp.prediction.metric]
     n_seeds = exp.environment.number_of_seeds
+    trainer = problem.data.trainer() or train_fold
+    keys = [(fold, seed_index) for fold in exp.dataset.folds for seed_index in range(n_seeds)]
+
+    def run_args(fold: int) -> tuple:
+        """A run's arguments, made when it starts: a big frame is not copied for every fold at once."""
+        targets_k = (fold_targets or {}).get(fold, targets)
+        trains, is_valid = fold_rows(exp, info, frame, fold)
+        train_rows, valid_rows = frame[trains].reset_index(drop=True), frame[is_valid].reset_index(drop=True)
+        rows = (train_rows, targets_k[trains], valid_rows, targets_k[is_valid])
+        return exp, problem, info, *rows, fold, tmp, checkpoints
+
+    kwargs = {"stage": stage, "after_epoch": after_epoch, "adopt": adopt}
+    processes = parallel_runs(exp, len(keys), in_process=after_epoch is not None or adopt or not main)
+    if processes > 1:
+        done = _train_in_processes(trainer, keys, run_args, kwargs, processes, tmp / RUN_CURVES)
+    else:
+        done = {key: trainer(*run_args(key[0]), live, seed_index=key[1], **kwargs) for key in keys}
     oof_parts, seeds = [], {}
     for fold in exp.dataset.folds:
         targets_k = (fold_targets or {}).get(fold, targets)
-        trains, is_valid = fold_rows(exp, info, frame, fold)
-        trainer = problem.data.trainer() or train_fold
-        results = [
-            trainer(
-                exp,
-                problem,
-                info,
-                frame[trains].reset_index(drop=True),
-                targets_k[trains],
-                frame[is_valid].reset_index(drop=True),
-                targets_k[is_valid],
-                fold,
-                tmp,
-                checkpoints,
-                live,
-                seed_index=seed_index,
-                stage=stage,
-                after_epoch=after_epoch,
-                adopt=adopt,
-            )
-            for seed_index in range(n_seeds)
-        ]
+        is_valid = fold_rows(exp, info, frame, fold)[1]
+        results = [done[fold, seed_index] for seed_index in range(n_seeds)]
         if not main or results[0].predictions is None:
             continue
         preds = np.mean([r.predictions for r in results], axis=0)
@@ -102,6 +106,8 @@ def fit_folds(
                 "std": float(np.std(scores)),
                 "averaged_predictions": float(metric.fn(problem.truth(targets_k[is_valid]), preds)),
             }
+            if results[-1].step is not None:  # at the fold's last step, whether its runs trained here or not
+                live.step = results[-1].step
             live.log_metric(f"fold{fold}/valid/{exp.prediction.metric}_seed_std", float(np.std(scores)))
     if distributed.active():
         torch.distributed.barrier()  # the others wait for rank 0's last validation
@@ -109,6 +115,8 @@ def fit_folds(
     if not main:
         return pd.DataFrame(columns=[splitting.ROW_ID, splitting.FOLD])
     live.end()
+    if (tmp / RUN_CURVES).exists():
+        _merge_curves(sorted((tmp / RUN_CURVES).iterdir()), tmp / "dvclive")
     oof = (
         pd.concat(oof_parts, ignore_index=True)
         if oof_parts
@@ -121,6 +129,122 @@ def fit_folds(
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return oof
+
+
+def parallel_runs(exp: ExperimentBase, runs: int, in_process: bool = False) -> int:
+    """How many of `runs` training runs go at once (environment.parallel_folds), each in its own process.
+
+    auto: on the CPU with two or more threads, every run at once up to twice the threads: a small network's
+    convolutions do not split well across threads, and the data path and the moving average run on one
+    (bench/parallel_folds.py, 3 FSDD folds of 168 steps on this project's 2-core machine: 0.87x the wall
+    time of one fold after another with 2 threads, spawning and each process's own decoding included);
+    one at a time on a GPU (the runs would share it), under torchrun, and for the hyperparameter search
+    (`in_process`: its trials report from inside the run, and Ray places the trials itself)."""
+    env = exp.environment
+    threads = torch.get_num_threads()
+    if runs < 2 or in_process or env.number_of_gpus > 1 or runtime.device(env).type != "cpu":
+        return 1
+    if env.parallel_folds == "auto":
+        return min(runs, 2 * threads) if threads > 1 else 1
+    return min(runs, env.parallel_folds)
+
+
+RUN_CURVES = "dvclive.runs"  # each run's own dvclive folder while runs train at once; merged, then removed
+
+
+def _start_process(threads: int, share: float, level: int) -> None:
+    """A training process of folds trained at once: its share of the threads and of the decode cache."""
+    torch.set_num_threads(threads)
+    decoded.SHARE = share
+    training.PROGRESS_BARS = False
+    logging.basicConfig(level=level, format="%(message)s")
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
+
+
+def _exit_with_parent() -> None:
+    """End this process when the stage that started it dies (kill -9 leaves a pool's processes running:
+    they would go on writing the checkpoints that the rerun of the stage resumes from)."""
+    multiprocessing.parent_process().join()
+    os._exit(1)
+
+
+def _train_run(trainer: Callable, settings: dict, args: tuple, kwargs: dict, curves: Path):
+    """One run in a training process. The experiment comes as its settings (its pydantic classes are built
+    at run time, so they do not pickle) and its problem type is made again from them."""
+    exp = config.parse(settings, "the resolved settings")
+    live = Live(str(curves), report=None, save_dvc_exp=False, dvcyaml=None)
+    try:
+        return trainer(exp, problems.of(exp), *args, live, **kwargs)
+    finally:
+        live.end()
+
+
+def _train_in_processes(
+    trainer: Callable, keys: list, run_args: Callable, kwargs: dict, processes: int, curves: Path
+) -> dict:
+    """Train each (fold, seed_index) run in a pool of `processes` spawned processes, each run logging its
+    curves to its own dvclive folder under `curves`. Each process gets an equal share of the threads, so a
+    run's numbers are those of the same run alone with that many threads."""
+    threads = max(1, torch.get_num_threads() // processes)
+    log.info(
+        "training %d runs, %d at a time, %d thread(s) each (environment.parallel_folds)",
+        len(keys),
+        processes,
+        threads,
+    )
+    settings = None
+    context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools mid-use
+    init = (threads, 1 / processes, logging.getLogger().getEffectiveLevel())
+    with ProcessPoolExecutor(
+        processes, mp_context=context, initializer=_start_process, initargs=init
+    ) as pool:
+        futures = {}
+        for fold, seed_index in keys:
+            exp, _problem, *args = run_args(fold)
+            settings = settings or exp.model_dump(mode="json")
+            curves_of_run = curves / f"fold{fold:03d}.seed{seed_index:03d}"
+            run_kwargs = {**kwargs, "seed_index": seed_index}
+            futures[fold, seed_index] = pool.submit(
+                _train_run, trainer, settings, args, run_kwargs, curves_of_run
+            )
+        try:
+            return {key: future.result() for key, future in futures.items()}
+        except BrokenProcessPool as err:
+            raise DataError(
+                "a training process died (killed, or out of memory?); train the folds one at a time with "
+                "environment.parallel_folds: 1"
+            ) from err
+        finally:
+            for future in futures.values():
+                future.cancel()
+
+
+def _merge_curves(run_folders: list[Path], into: Path) -> None:
+    """Each run's dvclive folder into the stage's: the curves and images (under the run's own prefix, so
+    nothing collides), its summary metrics and its params, as one dvclive run logging them all would have."""
+    summary_file, params_file = into / "metrics.json", into / "params.yaml"
+    summary = io.read_json(summary_file) if summary_file.exists() else {}
+    params = yaml.safe_load(params_file.read_text()) if params_file.exists() else None
+    for folder in run_folders:
+        if (folder / "plots").exists():
+            shutil.copytree(folder / "plots", into / "plots", dirs_exist_ok=True)
+        if (folder / "metrics.json").exists():  # the summary's step ends as the last run's, as in one run
+            _deep_update(summary, io.read_json(folder / "metrics.json"))
+        if (folder / "params.yaml").exists():
+            params = {**(params or {}), **(yaml.safe_load((folder / "params.yaml").read_text()) or {})}
+    into.mkdir(parents=True, exist_ok=True)
+    io.write_json(summary, summary_file)
+    if params is not None:
+        params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.rmtree(run_folders[0].parent)
+
+
+def _deep_update(into: dict, other: dict) -> None:
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_update(into[key], value)
+        else:
+            into[key] = value
 
 
 def fold_rows(

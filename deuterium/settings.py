@@ -175,6 +175,9 @@ class EnvironmentSettings(Section):
     sync_batch_normalization: bool = False
     # decoded training and validation inputs kept in memory for the run (deuterium/data_types/decoded.py); 0: off
     decode_cache_megabytes: float = Field(4096, ge=0)
+    # folds (and seeds) trained at once on the CPU, each in its own process with a share of the threads
+    # (H2O-3's parallelize_cross_validation); auto: all of them, up to twice the threads (deuterium/fitting.py)
+    parallel_folds: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
 
 
 class LoggingBase(Section):

@@ -32,6 +32,7 @@ from deuterium.settings import ExperimentBase
 log = logging.getLogger(__name__)
 
 TRAIN_METRIC_ROWS = 1000  # calculate_train_metric scores at most this many training rows
+PROGRESS_BARS = True  # off in the processes of folds trained at once: their bars would overwrite each other
 
 
 @dataclass
@@ -40,6 +41,7 @@ class FoldResult:
     score: float | None  # the chosen metric on the fold's validation rows (None without validation rows)
     predictions: np.ndarray | None
     seed: int | None = None  # the seed this run trained with
+    step: int | None = None  # the run's last step in its curves
 
 
 def run_name(fold: int, seed_index: int = 0, number_of_seeds: int = 1) -> str:
@@ -317,7 +319,7 @@ def train_fold(
         save_model(model, exp, out_dir / name)
         if preds is not None and exp.logging.samples_to_show:
             insights.log_worst(live, name, exp, problem, info, files, valid_targets, preds)
-    return FoldResult(fold, score, preds, seed)
+    return FoldResult(fold, score, preds, seed, state.step)
 
 
 def fit(exp: ExperimentBase, model: nn.Module, loop: Loop, state: RunState) -> RunState:
@@ -365,7 +367,7 @@ def fit(exp: ExperimentBase, model: nn.Module, loop: Loop, state: RunState) -> R
         return state  # a resumed run that early stopping had ended
     if state.step == 0 and t.evaluate_before_training:
         evaluate()
-    with Progress(transient=True, disable=not distributed.is_main()) as progress:
+    with Progress(transient=True, disable=not (distributed.is_main() and PROGRESS_BARS)) as progress:
         for epoch in range(state.epoch, t.epochs):
             _start_epoch(loop, epoch)
             model.train()

@@ -4,15 +4,18 @@
 """
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import torch
 import yaml
 from PIL import Image
-from projects import make_project, merge, tiny_params, write_params
+from projects import REPO, make_project, merge, tiny_params, write_params
 from safetensors.torch import load_file
 
 from deuterium import config, fitting, insights, io, paths, problems, splitting, training
@@ -90,6 +93,66 @@ def test_the_same_seed_repeats_a_cpu_run_exactly_whatever_the_workers(run):
     assert same(first.weights(), again.weights()) and oofs[0].equals(oofs[1])
     assert not same(first.weights(), other.weights())
     assert first.logged_params()["fold0_seed"] == 7
+
+
+def _tree(folder: Path) -> dict[str, object]:
+    """A dvclive folder's files by relative path: JSON and YAML as data, the rest as bytes."""
+    out = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        text = path.read_bytes()
+        out[path.relative_to(folder).as_posix()] = (
+            yaml.safe_load(text) if path.suffix in (".json", ".yaml") else text
+        )
+    return out
+
+
+def test_parallel_folds_train_each_fold_as_one_process_at_a_time_would(run, monkeypatch, caplog):
+    """Two folds with two seeds, four runs in two spawned processes of one thread each: the same models,
+    predictions, seed report, curves, images and dvclive summary as the runs one after another with one thread."""
+    settings = {
+        "dataset": {"selected_folds": "all"},
+        "logging": {"number_of_audios_to_show": 2},
+        "training": {"epochs": 2, "evaluation_epochs": 0.5},
+    }
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(
+        torch, "get_num_threads", lambda: 2
+    )  # the budget the processes share, whatever the machine
+    one = run(merge(settings, {"environment": {"number_of_seeds": 2, "parallel_folds": 1}}), "one")
+    both = run(merge(settings, {"environment": {"number_of_seeds": 2, "parallel_folds": "auto"}}), "both")
+    torch.set_num_threads(1)  # what each of the processes gets
+    try:
+        one_oof = one.fit()
+    finally:
+        torch.set_num_threads(threads)
+    with caplog.at_level("INFO"):
+        both_oof = both.fit()
+    assert "training 4 runs, 4 at a time, 1 thread(s) each" in caplog.text
+    assert not (both.train / fitting.RUN_CURVES).exists()
+    pd.testing.assert_frame_equal(one_oof, both_oof)
+    for name in ("fold0/seed0", "fold0/seed1", "fold1/seed0", "fold1/seed1"):
+        assert same(one.weights(name), both.weights(name)), name
+    assert io.read_json(one.train / paths.SEEDS_FILE) == io.read_json(both.train / paths.SEEDS_FILE)
+    curves = _tree(one.train / "dvclive")
+    assert "plots/metrics/fold1/seed1/valid/Accuracy.tsv" in curves
+    assert any(k.startswith("plots/images/fold1/seed0/worst/") for k in curves)
+    assert _tree(both.train / "dvclive") == curves
+
+
+def test_parallel_folds_is_one_at_a_time_where_processes_would_not_help(run, monkeypatch):
+    exp = run({"environment": {"parallel_folds": "auto"}}).exp
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert fitting.parallel_runs(exp, 3) == 3  # 3 single-thread processes on 2 threads
+    assert fitting.parallel_runs(exp, 9) == 4  # at most twice the threads
+    assert fitting.parallel_runs(exp, 1) == 1
+    assert fitting.parallel_runs(exp, 3, in_process=True) == 1  # the search's trials
+    fixed = run({"environment": {"parallel_folds": 2}}).exp
+    assert fitting.parallel_runs(fixed, 3) == 2
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert fitting.parallel_runs(exp, 3) == 1  # one thread: nothing to share
+    assert fitting.parallel_runs(fixed, 3) == 2  # unless asked for
+    gpu = run({"environment": {"parallel_folds": "auto", "number_of_gpus": 2}}).exp
+    assert fitting.parallel_runs(gpu, 3) == 1
 
 
 @pytest.mark.parametrize("ema_decay", [0.0, 0.9])
@@ -299,3 +362,29 @@ def test_standardized_targets_train_alike_in_any_units(project, tmp_path, monkey
     mae = np.abs(thousands - big_truth).mean()
     raw, _ = _fit_regression(project, tmp_path / "raw", "thousands", False)
     assert np.abs(raw - big_truth).mean() > 1.5 * mae
+
+
+POOL_SCRIPT = """
+import multiprocessing, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from deuterium import fitting
+
+if __name__ == "__main__":
+    init = (1, 0.5, 20)
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=fitting._start_process, initargs=init)
+    pool.submit(fitting.os.getpid).result()  # the pool process has started
+    print(list(pool._processes)[0], flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_training_process_ends_when_the_stage_that_started_it_is_killed(tmp_path):
+    script = tmp_path / "pool.py"
+    script.write_text(POOL_SCRIPT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    child = int(parent.stdout.readline())
+    assert psutil.pid_exists(child)
+    parent.kill()  # SIGKILL: the stage's own cleanup never runs
+    parent.wait()
+    psutil.Process(child).wait(timeout=30)  # psutil.TimeoutExpired when the pool process lives on
+    assert not psutil.pid_exists(child)

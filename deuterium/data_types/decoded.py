@@ -90,11 +90,12 @@ class DecodedCache:
 
 
 CACHE = DecodedCache()  # the process's cache; training sets its size from the settings
+SHARE = 1.0  # of decode_cache_megabytes this process may use: 1/N in each of N folds trained at once
 
 
 def configure(megabytes: float) -> DecodedCache:
     """Size the process's cache (dropping what no longer fits is not needed: sizes only grow in a run)."""
-    CACHE.max_bytes = int(megabytes * 2**20)
+    CACHE.max_bytes = int(megabytes * SHARE * 2**20)
     return CACHE
 
 

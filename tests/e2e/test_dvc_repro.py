@@ -11,7 +11,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, bentoml_home):
-    root = make_project(tmp_path_factory.mktemp("repro"))
+    # the default parallel_folds, so the two folds train at once on a machine with two threads or more
+    root = make_project(tmp_path_factory.mktemp("repro"), {"environment": {"parallel_folds": "auto"}})
     result = dvc(root, "repro", check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return root
