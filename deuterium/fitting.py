@@ -74,7 +74,7 @@ def fit_folds(
     keys = [(fold, seed_index) for fold in exp.dataset.folds for seed_index in range(n_seeds)]
 
     def run_args(fold: int) -> tuple:
-        """A run's arguments, made when it starts: a big frame is not copied for every fold at once."""
+        """A run's arguments, made per run: one fold after another, a big frame is not copied for every fold at once."""
         targets_k = (fold_targets or {}).get(fold, targets)
         trains, is_valid = fold_rows(exp, info, frame, fold)
         train_rows, valid_rows = frame[trains].reset_index(drop=True), frame[is_valid].reset_index(drop=True)
