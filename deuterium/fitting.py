@@ -73,10 +73,12 @@ def fit_folds(
     trainer = problem.data.trainer() or train_fold
     keys = [(fold, seed_index) for fold in exp.dataset.folds for seed_index in range(n_seeds)]
 
+    masks = {fold: fold_rows(exp, info, frame, fold) for fold in exp.dataset.folds}
+
     def run_args(fold: int) -> tuple:
         """A run's arguments, made per run: one fold after another, a big frame is not copied for every fold at once."""
         targets_k = (fold_targets or {}).get(fold, targets)
-        trains, is_valid = fold_rows(exp, info, frame, fold)
+        trains, is_valid = masks[fold]
         train_rows, valid_rows = frame[trains].reset_index(drop=True), frame[is_valid].reset_index(drop=True)
         rows = (train_rows, targets_k[trains], valid_rows, targets_k[is_valid])
         return exp, problem, info, *rows, fold, tmp, checkpoints
@@ -84,13 +86,13 @@ def fit_folds(
     kwargs = {"stage": stage, "after_epoch": after_epoch, "adopt": adopt}
     processes = parallel_runs(exp, len(keys), in_process=after_epoch is not None or adopt or not main)
     if processes > 1:
-        done = _train_in_processes(trainer, keys, run_args, kwargs, processes, tmp / RUN_CURVES)
+        done = _train_in_processes(trainer, exp, keys, run_args, kwargs, processes, tmp / RUN_CURVES)
     else:
         done = {key: trainer(*run_args(key[0]), live, seed_index=key[1], **kwargs) for key in keys}
     oof_parts, seeds = [], {}
     for fold in exp.dataset.folds:
         targets_k = (fold_targets or {}).get(fold, targets)
-        is_valid = fold_rows(exp, info, frame, fold)[1]
+        is_valid = masks[fold][1]
         results = [done[fold, seed_index] for seed_index in range(n_seeds)]
         if not main or results[0].predictions is None:
             continue
@@ -116,7 +118,7 @@ def fit_folds(
         return pd.DataFrame(columns=[splitting.ROW_ID, splitting.FOLD])
     live.end()
     if (tmp / RUN_CURVES).exists():
-        _merge_curves(sorted((tmp / RUN_CURVES).iterdir()), tmp / "dvclive")
+        _merge_curves(tmp / RUN_CURVES, tmp / "dvclive")
     oof = (
         pd.concat(oof_parts, ignore_index=True)
         if oof_parts
@@ -180,7 +182,13 @@ def _train_run(trainer: Callable, settings: dict, args: tuple, kwargs: dict, cur
 
 
 def _train_in_processes(
-    trainer: Callable, keys: list, run_args: Callable, kwargs: dict, processes: int, curves: Path
+    trainer: Callable,
+    exp: ExperimentBase,
+    keys: list,
+    run_args: Callable,
+    kwargs: dict,
+    processes: int,
+    curves: Path,
 ) -> dict:
     """Train each (fold, seed_index) run in a pool of `processes` spawned processes, each run logging its
     curves to its own dvclive folder under `curves`. Each process gets an equal share of the threads, so a
@@ -192,7 +200,7 @@ def _train_in_processes(
         processes,
         threads,
     )
-    settings = None
+    settings = exp.model_dump(mode="json")
     context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools mid-use
     init = (threads, 1 / processes, logging.getLogger().getEffectiveLevel())
     with ProcessPoolExecutor(
@@ -200,8 +208,7 @@ def _train_in_processes(
     ) as pool:
         futures = {}
         for fold, seed_index in keys:
-            exp, _problem, *args = run_args(fold)
-            settings = settings or exp.model_dump(mode="json")
+            _exp, _problem, *args = run_args(fold)
             curves_of_run = curves / f"fold{fold:03d}.seed{seed_index:03d}"
             run_kwargs = {**kwargs, "seed_index": seed_index}
             futures[fold, seed_index] = pool.submit(
@@ -219,13 +226,14 @@ def _train_in_processes(
                 future.cancel()
 
 
-def _merge_curves(run_folders: list[Path], into: Path) -> None:
-    """Each run's dvclive folder into the stage's: the curves and images (under the run's own prefix, so
-    nothing collides), its summary metrics and its params, as one dvclive run logging them all would have."""
+def _merge_curves(runs: Path, into: Path) -> None:
+    """Each run's dvclive folder under `runs`, in run order, into the stage's, then `runs` removed: the curves
+    and images (under the run's own prefix, so nothing collides), its summary metrics and its params, as one
+    dvclive run logging them all would have."""
     summary_file, params_file = into / "metrics.json", into / "params.yaml"
     summary = io.read_json(summary_file) if summary_file.exists() else {}
     params = yaml.safe_load(params_file.read_text()) if params_file.exists() else None
-    for folder in run_folders:
+    for folder in sorted(runs.iterdir()):
         if (folder / "plots").exists():
             shutil.copytree(folder / "plots", into / "plots", dirs_exist_ok=True)
         if (folder / "metrics.json").exists():  # the summary's step ends as the last run's, as in one run
@@ -236,7 +244,7 @@ def _merge_curves(run_folders: list[Path], into: Path) -> None:
     io.write_json(summary, summary_file)
     if params is not None:
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-    shutil.rmtree(run_folders[0].parent)
+    shutil.rmtree(runs)
 
 
 def _deep_update(into: dict, other: dict) -> None:
