@@ -54,11 +54,13 @@ def run_variant(params: dict, split_dir: Path, folds: list[int] | None) -> dict:
         start = time.perf_counter()
         oof = fitting.fit_folds(exp, problem, info, frame, targets, Path(tmp) / "models", Path(tmp) / "ckpt")
         seconds = time.perf_counter() - start
-        resolved = config.load(next((Path(tmp) / "models").glob(f"fold*/{paths.CONFIG_FILE}")), inherit=False)
+        # fold{k}/config, or fold{k}/seed{s}/config with environment.number_of_seeds above 1
+        resolved = config.load(next((Path(tmp) / "models").rglob(paths.CONFIG_FILE)), inherit=False)
     preds = fitting.predictions_from(oof, problem.output_columns(info))
     report = evaluation.oof_report(problem, oof, frame, targets, preds)
     metric = exp.prediction.metric
     return {
+        "oof": oof,
         "metric": metric,
         "overall": report["overall"][metric],
         "folds": {k: v[metric] for k, v in report.items() if k != "overall"},
@@ -87,6 +89,8 @@ def main() -> None:
     results = json.loads(args.out.read_text()) if args.out.exists() else []
     for name in names:
         result = run_variant(with_overrides(base, variants[name] or {}), args.split, folds)
+        # each row's out-of-fold prediction, to compare variants row by row (or average them) later
+        io.write_frame(result.pop("oof"), args.out.with_name(f"{args.out.stem}.{name}.oof.parquet"))
         row = {"variant": name, "changes": variants[name] or {}, **result}
         results.append(row)
         args.out.write_text(json.dumps(results, indent=1))

@@ -3,6 +3,7 @@
 (The loop's arithmetic on a toy model is in tests/test_training_loop.py; torchrun and kill -9 in tests/e2e.)
 """
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -225,6 +226,18 @@ def test_number_of_seeds_trains_and_averages_several_models_per_fold(run, tmp_pa
         params, Path(paths.SPLIT), r.train, tmp_path / "evaluate", tmp_path / "m.json", tmp_path / "p"
     )
     assert io.read_json(tmp_path / "m.json")["seeds"]["fold0"]["std"] == report["std"]
+
+
+def test_the_ablation_bench_measures_a_variant_trained_with_several_seeds(run, project):
+    """bench.ablation looked for fold{k}/config.yaml only and failed after training a variant with seeds."""
+    spec = importlib.util.spec_from_file_location("ablation", REPO / "bench" / "ablation.py")
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+    r = run({"environment": {"number_of_seeds": 2}})
+    result = ablation.run_variant(r.params, project / paths.SPLIT, [0])
+    assert list(result["folds"]) == ["fold0"]
+    assert result["epochs"] == r.exp.training.epochs
+    assert len(result["oof"]) == int((r.folds.fold == 0).sum())  # every validation row predicted
 
 
 def test_epochs_auto_is_logged_and_written_to_the_resolved_config(run):
