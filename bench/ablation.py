@@ -8,7 +8,7 @@ from the --variants YAML file. Every variant trains the same folds from the spli
 artifacts/split (run `dvc repro split` first) with the real training code (deuterium.fitting.fit_folds),
 and the table gives each variant's out-of-fold metric per fold and overall, its epochs and its wall time.
 Results are appended to --out as each variant finishes, so a long run that is stopped keeps what it
-measured. Run it on a quiet machine: the wall times are only comparable within one run.
+measured, and each variant's out-of-fold predictions are written beside it (<out stem>.<variant>.oof.parquet). Run it on a quiet machine: the wall times are only comparable within one run.
 """
 
 from __future__ import annotations
