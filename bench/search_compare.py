@@ -55,6 +55,7 @@ def project(workdir: Path, params_path: Path, epochs: int, data_sample: float) -
             params["dataset"][key] = str((params_path.parent / value).resolve())
     params["dataset"].update(selected_folds=[0], data_sample=data_sample)
     params["training"]["epochs"] = epochs
+    params["training"]["evaluation_epochs"] = 1.0  # each epoch reports, as when the README table was run
     params.setdefault("logging", {})
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -52,12 +52,12 @@ class EarlyStopping(_Strict):
     """ASHA (asynchronous successive halving): at each rung, trials behind the best 1/reduction_factor stop."""
 
     enabled: bool = True
-    grace_period: int = Field(1, ge=1)  # reports (epochs) every trial gets before it may be stopped
+    grace_period: int = Field(1, ge=1)  # reports (validations) every trial gets before it may be stopped
     reduction_factor: float = Field(2.0, gt=1)
 
 
 class PBTSettings(_Strict):
-    perturbation_interval: int = Field(1, ge=1)  # epochs between exploit/explore steps
+    perturbation_interval: int = Field(1, ge=1)  # reports (validations) between exploit/explore steps
     quantile_fraction: float = Field(0.25, gt=0, le=0.5)  # the bottom fraction copies the top fraction
     resample_probability: float = Field(0.25, ge=0, le=1)  # explore: redraw from the space, else x1.2 / x0.8
 
@@ -366,25 +366,38 @@ def _trial(trial_config: dict, *, project: str, params: dict, split_dir: str, pl
     finals: dict[str, float] = owner.get("finals", {}) if restored is not None else {}
 
     last_epoch = None  # of this process's training; None: it trained nothing
+    # each run's step of the validation last reported: an epoch that did not validate (evaluation_epochs > 1)
+    # reports nothing, rather than the previous validation's score again; kept with the checkpoint
+    reported: dict[str, int] = owner.get("reported", {}) if restored is not None else {}
+    trained = 0  # epochs (tabular: scoring events) this process trained since its last report
 
     def report(name: str, state) -> None:
-        nonlocal last_epoch
+        nonlocal last_epoch, trained
+        trained += 1
+        finished = state.epoch >= state.epochs or state.stopped  # state.epochs: `auto` resolved
+        if state.predictions is None and not finished:
+            return  # no validation yet
         if state.predictions is None:
             raise ConfigError(
                 "a search trial needs validation rows to score (training.train_validation_data?)"
             )
-        finished = state.epoch >= state.epochs or state.stopped  # state.epochs: `auto` resolved
+        if not finished and state.validated_step is not None and reported.get(name) == state.validated_step:
+            return  # this epoch did not validate
+        reported[name] = state.validated_step
         score = scored(name, state.predictions)
         scores = {**finals, name: score}
         if finished:
             finals[name] = score
-        io.write_json({"trial": me, "settings": settings, "finals": finals}, checkpoints / "owner.json")
+        owner_now = {"trial": me, "settings": settings, "finals": finals, "reported": reported}
+        io.write_json(owner_now, checkpoints / "owner.json")
         last_epoch = state.epoch
         if finished and len(finals) == runs_per_trial:
             return  # the last report is the out-of-fold one, below
         metrics = {SCORE: float(sum(scores.values()) / len(scores)), "run": name, "epoch": state.epoch}
+        metrics |= {"epochs_trained": trained, "completed": False}  # (Ray's own `done` means ended)
+        trained = 0
         tune.report(
-            metrics | {"completed": False},  # (Ray's own `done` means ended)
+            metrics,
             checkpoint=tune.Checkpoint.from_directory(str(checkpoints)),
         )
 
@@ -403,6 +416,7 @@ def _trial(trial_config: dict, *, project: str, params: dict, split_dir: str, pl
             why = evaluation.why_not(problem, targets[rows], preds, plan["metric"])
             raise DataError(f"{plan['metric']} cannot be computed on the out-of-fold rows: {why}")
         metrics = {SCORE: overall[plan["metric"]], "run": "oof", "epoch": last_epoch, "completed": True}
+        metrics["epochs_trained"] = trained  # since the last report
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoints)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -599,7 +613,8 @@ def _recorder():
         def on_trial_result(self, iteration, trials, trial, result, **info):
             entry = self._entry(trial)
             entry["config"], entry["result"] = dict(trial.config), dict(result)
-            entry["reports"] = entry.get("reports", 0) + 1  # epochs this trial really trained (PBT jumps)
+            # epochs this trial really trained (PBT jumps; an epoch without validation reports nothing)
+            entry["trained"] = entry.get("trained", 0) + result.get("epochs_trained", 1)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._entry(trial)["ended"] = True  # finished, or stopped by ASHA
@@ -646,7 +661,7 @@ def leaderboard(trials: dict[str, dict], the_plan: Plan, planned: list[dict] | N
                 **{key: settings.get(key) for key in the_plan.keys},
                 the_plan.metric: metrics.get(SCORE),
                 "epochs": metrics.get("training_iteration", 0),
-                "epochs_trained": entry.get("reports", 0),
+                "epochs_trained": entry.get("trained", 0),
                 "time_s": round(float(metrics.get("time_total_s", 0.0)), 1),
                 "error": entry["error"] or "",
                 "settings": settings,

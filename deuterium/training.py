@@ -130,6 +130,7 @@ class RunState:
     batch_size: int = 0
     score: float | None = None  # the latest validation score and predictions
     predictions: np.ndarray | None = None
+    validated_step: int | None = None  # the step of that validation
     best_score: float | None = None
     best_step: int | None = None
     best_predictions: np.ndarray | None = None
@@ -340,7 +341,7 @@ def fit(exp: ExperimentBase, model: nn.Module, loop: Loop, state: RunState) -> R
     def evaluate() -> None:
         if loop.validate is not None:
             score, preds = loop.validate(judged)
-            state.score, state.predictions = score, preds
+            state.score, state.predictions, state.validated_step = score, preds, state.step
             record(f"valid/{loop.metric_name}", score)
             _early_stopping(state, score, t, loop.greater_is_better)
             if state.stopped:
@@ -626,6 +627,7 @@ def _restore(saved: dict, model: nn.Module) -> RunState:
         batch_size=int(saved["batch_size"]),
         score=saved["score"],
         predictions=array(saved["predictions"]),
+        validated_step=saved.get("validated_step"),
         best_score=saved["best_score"],
         best_step=saved["best_step"],
         best_predictions=array(saved["best_predictions"]),
@@ -655,6 +657,7 @@ def _save_checkpoint(
             "seed": seed,
             "score": state.score,
             "predictions": tensor(state.predictions),
+            "validated_step": state.validated_step,
             "best_score": state.best_score,
             "best_step": state.best_step,
             "best_predictions": tensor(state.best_predictions),

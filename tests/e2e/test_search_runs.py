@@ -139,6 +139,27 @@ def test_a_crashing_trial_is_marked_failed_and_the_search_goes_on(project):
     assert by_value["[]"]["epochs"] == 4  # 2 epochs of each fold, reported one by one
 
 
+def test_a_trial_validating_every_other_epoch_reports_only_its_validations(project):
+    """With training.evaluation_epochs 2 the epochs between validations report nothing (not the previous
+    validation's score again), and the leaderboard still counts every epoch trained."""
+    rows = run(
+        project,
+        "every_other",
+        strategy="grid",
+        trials_at_once=1,
+        space={"training.evaluation_epochs": [2.0], "training.epochs": [3]},
+    )
+    assert [r["status"] for r in rows] == ["finished"], [r["error"] for r in rows]
+    assert rows[0]["epochs_trained"] == 3  # epochs 1 and 2, then 3
+    results = [
+        json.loads(line)
+        for path in (project / "artifacts/every_other/ray").glob("*/result.json")
+        for line in path.read_text().splitlines()
+    ]
+    # epoch 2's validation, then the last epoch's (which always validates) as the out-of-fold report
+    assert [(r["run"], r["epoch"], r["epochs_trained"]) for r in results] == [("fold0", 2, 2), ("oof", 3, 1)]
+
+
 def test_max_runtime_stops_the_search_and_marks_what_it_cut(project, caplog):
     import time
 

@@ -749,6 +749,11 @@ class SearchState:
     predictions: np.ndarray | None  # the validation rows' predictions now
     stopped: bool  # training ends after this scoring event (epochs reached or a stopping rule)
 
+    @property
+    def validated_step(self) -> float:
+        """Which validation `predictions` are (RunState's field): each scoring event validates, so its epoch."""
+        return self.epoch
+
 
 @dataclass
 class FoldOutcome:
