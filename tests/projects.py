@@ -46,7 +46,8 @@ TINY = {
         "time_masks": 0,
     },
     "architecture": {"backbone": "mobilenetv3_small_050", "dropout": 0.0},
-    "training": {"epochs": 1, "batch_size": 16, "warmup_epochs": 0.0},
+    # validating every epoch (params.yaml: every 2nd), so a test of a few epochs sees each one's curves
+    "training": {"epochs": 1, "batch_size": 16, "warmup_epochs": 0.0, "evaluation_epochs": 1.0},
     "prediction": {"batch_size_inference": 32},
     # one fold after another: starting a process per fold costs more than these runs take
     # (tests/test_training_runs.py and tests/e2e/test_pipeline.py train folds at once)
