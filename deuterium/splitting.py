@@ -21,6 +21,24 @@ log = logging.getLogger(__name__)
 
 FOLD = "fold"
 ROW_ID = "row_id"
+
+
+def reserved_column(columns, ds: DatasetSettings) -> tuple[str, str] | None:
+    """A labeled frame's column that clashes with the columns the split adds, and why (None: none does). The split
+    writes each row's number as `row_id` and its fold as `fold` beside the user's columns, so a user column
+    of either name would be lost or, in a table, learnt from as the fold; a `fold` column given as
+    dataset.fold_column is the folds themselves."""
+    names = {str(c) for c in columns}
+    if ROW_ID in names:
+        return ROW_ID, "the split adds each row's number under this name; rename the column"
+    if FOLD in names and ds.fold_column != FOLD:
+        return FOLD, (
+            "the split writes the folds under this name; rename the column, or split by it with "
+            f"dataset.validation_strategy: k_fold and dataset.fold_column: {FOLD}"
+        )
+    return None
+
+
 # how k_fold deals rows into folds (a data type may choose; see DataType.fold_assignment):
 # random (KFold, shuffled), modulo (row i -> fold i % k), stratified (StratifiedKFold on the label column)
 FOLD_ASSIGNMENTS = ("random", "modulo", "stratified")
@@ -40,11 +58,15 @@ def assign_folds(
     """`assignment` (one of FOLD_ASSIGNMENTS) is for k_fold without a fold_column; the others ignore it."""
     if assignment not in FOLD_ASSIGNMENTS:
         raise ValueError(f"fold assignment {assignment!r}; known: {', '.join(FOLD_ASSIGNMENTS)}")
+    if clash := reserved_column(frame.columns, ds):
+        raise DataError(f"{ds.train_dataframe}: column {clash[0]!r}: {clash[1]}")
     frame = frame.reset_index(drop=True).copy()
     frame.insert(0, ROW_ID, np.arange(len(frame)))
     seed = max(seed, 0)
     if ds.validation_strategy == "custom_holdout":
         valid = io.read_frame(ds.validation_dataframe)
+        if clash := reserved_column(valid.columns, ds):
+            raise DataError(f"{ds.validation_dataframe}: column {clash[0]!r}: {clash[1]}")
         valid = valid.reset_index(drop=True)
         valid.insert(0, ROW_ID, np.arange(len(frame), len(frame) + len(valid)))
         frame[FOLD] = -1

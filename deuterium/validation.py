@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
 
-from deuterium import assets, io, problems  # noqa: E402
+from deuterium import assets, io, problems, splitting  # noqa: E402
 from deuterium.errors import DataError  # noqa: E402
 from deuterium.settings import ExperimentBase  # noqa: E402
 
@@ -171,6 +171,10 @@ def _validate_frame(context, source, spec: FrameSpec, exp: ExperimentBase, probl
     report["rows"] = len(frame)
 
     found: list[Problem] = []
+    if spec.name in ("train", "validation") and (
+        clash := splitting.reserved_column(frame.columns, exp.dataset)
+    ):
+        found.append(Problem(file, None, clash[0], None, clash[1], "column name not reserved"))
     if not spec.data_folder.is_dir():
         reason = f"the data folder {spec.data_folder} does not exist or is not a folder"
         found.append(Problem(file, None, None, None, reason, "data folder exists"))

@@ -105,3 +105,20 @@ def test_fold_assignments_of_k_fold():
         splitting.assign_folds(frame(12), ds, 1, "stratified")
     with pytest.raises(ValueError, match="fold assignment 'sequential'"):
         splitting.assign_folds(frame(), ds, 1, "sequential")
+
+
+def test_a_column_named_as_the_splits_own_is_refused_with_its_name(tmp_path):
+    """row_id and fold are the columns the split adds: a user column of either name would be lost (or, in a
+    table, learnt from as the fold), so the split names it; a `fold` column that is the fold_column is fine."""
+    with pytest.raises(DataError, match=r"column 'row_id': the split adds each row's number"):
+        splitting.assign_folds(frame().assign(row_id=7), dataset(), seed=1)
+    with pytest.raises(DataError, match=r"column 'fold': .*dataset.fold_column: fold"):
+        splitting.assign_folds(frame().assign(fold=1), dataset(), seed=1)
+    given = frame().assign(fold=np.arange(60) % 2)
+    ds = dataset(validation_strategy="k_fold", group_column=None, number_of_folds=2, fold_column="fold")
+    assert (splitting.assign_folds(given, ds, seed=1).fold == np.arange(60) % 2).all()
+    valid = tmp_path / "valid.csv"
+    frame(12).assign(row_id=1).to_csv(valid, index=False)
+    ds = dataset(validation_strategy="custom_holdout", validation_dataframe=str(valid))
+    with pytest.raises(DataError, match=r"valid.csv: column 'row_id'"):
+        splitting.assign_folds(frame(), ds, 1)

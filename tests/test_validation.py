@@ -198,3 +198,13 @@ def test_fold_column_must_hold_whole_numbers(tmp_path, audio):
     assert "train.csv:row 2: column 'fold': '1.5' is not a whole fold number" in message
     assert "train.csv:row 3: column 'fold': empty cell" in message
     assert "train.csv:row 4: column 'fold': 'one' is not a number" in message
+
+
+def test_a_column_named_as_the_splits_own_is_named_before_any_stage_runs(tmp_path, audio):
+    exp = experiment(tmp_path, "file,label,row_id,fold\na.wav,x,1,0\nb.wav,y,2,1\n")
+    message, report = failing(tmp_path, exp)
+    assert "train.csv: column 'row_id': the split adds each row's number under this name" in message
+    assert problems(report) == [(None, "row_id", "column name not reserved")]  # one clash at a time
+    exp = experiment(tmp_path, "file,label,fold\na.wav,x,0\nb.wav,y,1\n")
+    message, report = failing(tmp_path, exp)
+    assert "train.csv: column 'fold': the split writes the folds under this name" in message
