@@ -173,7 +173,9 @@ class Health(TypedDict):
     problem_type: str
     data_type: str
     providers: list[str]
-    limits: dict[str, float]  # the data type's limits on one input, saved with the model
+    limits: dict[
+        str, Any
+    ]  # the data type's limits on one input, saved with the model (numbers; a table's columns)
     json_input: str  # what /predict_json takes for this data type
     max_upload_bytes: int
     max_batch_files: int

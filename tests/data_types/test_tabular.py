@@ -879,6 +879,14 @@ def test_a_json_row_with_a_wrong_type_names_the_column():
     frame.loc[4, "x2"] = np.inf
     with pytest.raises(InputError, match=r"x2: inf \(row 5\) is not a finite"):
         trainer.frame_matrix(exp.tabular.columns, frame)
+    # an integer beyond any float was a 500 at the service (OverflowError)
+    with pytest.raises(InputError, match=r"x1: 1000.*\.\.\..* is beyond float32's range"):
+        decoder.from_json({"x1": 10**400, "x2": 1.0, "colour": "red"})
+    # a CSV column with one bad cell is text throughout: the bad cell is named, not the first number
+    frame = table_frame().astype({"x1": str})
+    frame.loc[2, "x1"] = "abc"
+    with pytest.raises(InputError, match=r"x1: 'abc' \(row 3\) is not a number"):
+        trainer.frame_matrix(exp.tabular.columns, frame)
 
 
 def test_settings_are_validated():

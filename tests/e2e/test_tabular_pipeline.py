@@ -86,6 +86,15 @@ def server(ecg, tmp_path_factory):
     assert " (status=5" not in log.read_text(), "a request made a 5xx; see " + str(log)
 
 
+def test_health_names_the_tables_columns(ecg, server):
+    """A table's limits hold its column names: /health answered 400 when its schema allowed numbers only."""
+    r = requests.post(f"{server}/health", timeout=30)
+    assert r.status_code == 200, r.text
+    limits = r.json()["limits"]
+    columns = pd.read_csv(ecg / "artifacts/prepare/test.csv").drop(columns=["anomaly"]).columns
+    assert limits["n_columns"] == len(columns) and limits["column_names"] == list(columns)[:100]
+
+
 def test_json_rows_score_and_a_wrong_type_is_a_4xx_naming_the_column(ecg, server):
     test = pd.read_csv(ecg / "artifacts/prepare/test.csv").drop(columns=["anomaly"])
     normal, odd = test.iloc[0].to_dict(), test.iloc[21].to_dict()
@@ -107,3 +116,6 @@ def test_json_rows_score_and_a_wrong_type_is_a_4xx_naming_the_column(ecg, server
     headers = {"content-type": "application/json"}
     r = requests.post(f"{server}/predict_json", data=body, headers=headers, timeout=60)
     assert 400 <= r.status_code < 500 and "t3" in r.text and "finite" in r.text, r.text
+    body = json.dumps({"input": {**normal, "t3": 0.5}}).replace('"t3": 0.5', '"t3": ' + "1" * 401)
+    r = requests.post(f"{server}/predict_json", data=body, headers=headers, timeout=60)
+    assert 400 <= r.status_code < 500 and "t3" in r.text and "float32's range" in r.text, r.text

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -83,11 +84,8 @@ def encode(
                 else values,
                 dtype=np.float64,
             )
-        except (TypeError, ValueError):
-            bad = next(v for v in values if not _number(v))
-            raise InputError(
-                f"{name}: {bad!r} is not a number (a numeric column; null when unknown)"
-            ) from None
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(_first_bad(name, values)) from None
         if column.dtype == object or column.shape != (n,):
             raise InputError(f"{name}: one number per row expected")
         with np.errstate(over="ignore"):  # beyond float32: inf, refused just below
@@ -104,13 +102,38 @@ def encode(
 
 
 def _number(v: Any) -> bool:
+    """A JSON value a numeric column takes: a number (however large: encode refuses it beyond float32's
+    range, with its own message) or a missing one; not text, a bool, a list or an object."""
     if _missing(v):
         return True
     try:
         float(v)
+    except OverflowError:  # an integer beyond any float
+        return True
     except (TypeError, ValueError):
         return False
     return not isinstance(v, str | bool | list | dict)
+
+
+def _first_bad(name: str, values) -> str:
+    """The message for a numeric column that numpy could not read as float64: its first value that is not a
+    number (a CSV column with one bad cell is text throughout, so the text "0.5" must count as a number)."""
+    for i, v in enumerate(values):
+        if _missing(v):
+            continue
+        try:
+            float(v)
+        except OverflowError:
+            why = "is beyond float32's range"
+        except (TypeError, ValueError):
+            why = "is not a number"
+        else:
+            if not isinstance(v, bool | list | dict):
+                continue
+            why = "is not a number"
+        where = f" (row {i + 1})" if len(values) > 1 else ""
+        return f"{name}: {reprlib.repr(v)}{where} {why} (a numeric column; null when unknown)"
+    return f"{name}: one number per row expected"
 
 
 class TabularDecoder(Decoder):
