@@ -104,6 +104,12 @@ def validate(exp: ExperimentBase, out_dir: Path) -> dict:
         frames[spec.name] = frame_report
         found += frame_problems
         log.info("%s (%s): %d problem(s)", spec.name, spec.path, len(frame_problems))
+    if not found:
+        unseen = _unseen_classes(exp, problem)
+        found += unseen
+        if unseen:
+            frames["test"]["success"] = False
+            frames["test"]["problems"] += [p.as_dict() for p in unseen]
 
     context.build_data_docs()
     index = _docs_index(context, build)
@@ -238,6 +244,40 @@ def _validate_frame(context, source, spec: FrameSpec, exp: ExperimentBase, probl
         problems=[p.as_dict() for p in found],
     )
     return report, found
+
+
+def _unseen_classes(exp: ExperimentBase, problem) -> list[Problem]:
+    """A labeled test frame's classes that no training row has: the evaluate stage cannot score them, and
+    found here they cost no training run. Single-label classification; each class at its first row."""
+    d = exp.dataset
+    if (
+        problem.label_kind != "categorical"
+        or len(d.label_columns) != 1
+        or None in (d.train_dataframe, d.test_dataframe)
+    ):
+        return []
+    column = d.label_columns[0]
+    test = io.read_frame(d.test_dataframe)
+    if column not in test.columns:
+        return []  # a test frame without labels: predictions only
+    known: set[str] = set()
+    for path in (d.train_dataframe, d.validation_dataframe):
+        if path is not None:
+            known |= {str(v) for v in io.read_frame(path)[column].dropna()}
+    values = test[column].reset_index(drop=True)
+    firsts = values[values.notna() & ~values.astype(str).isin(known)].astype(str).drop_duplicates()
+    shown = ", ".join(sorted(known)[:20]) + (" ..." if len(known) > 20 else "")
+    return [
+        Problem(
+            str(d.test_dataframe),
+            int(i) + 1,
+            column,
+            _plain(values[i]),
+            f"{_plain(values[i])!r} is a class no training row has (the training classes: {shown})",
+            "test class seen in training",
+        )
+        for i in firsts.index[:MAX_LISTED]
+    ]
 
 
 def _checks(frame: pd.DataFrame, work: pd.DataFrame, spec: FrameSpec, exp: ExperimentBase, problem):

@@ -208,3 +208,18 @@ def test_a_column_named_as_the_splits_own_is_named_before_any_stage_runs(tmp_pat
     exp = experiment(tmp_path, "file,label,fold\na.wav,x,0\nb.wav,y,1\n")
     message, report = failing(tmp_path, exp)
     assert "train.csv: column 'fold': the split writes the folds under this name" in message
+
+
+def test_a_test_class_that_no_training_row_has_is_found_before_training(tmp_path, audio):
+    """It used to fail the evaluate stage, after the whole training run."""
+    test = tmp_path / "test.csv"
+    test.write_text("file,label\nc.wav,z\nd.wav,z\n")
+    exp = experiment(tmp_path, "file,label\na.wav,x\nb.wav,y\n", test_dataframe=str(test))
+    message, report = failing(tmp_path, exp)
+    assert (
+        "test.csv:row 1: column 'label': 'z' is a class no training row has (the training classes: x, y)"
+        in message
+    )
+    assert problems(report, "test") == [(1, "label", "test class seen in training")]  # each class once
+    test.write_text("file\nc.wav\n")  # no labels: predictions only
+    validation.validate(exp, tmp_path / "out")
