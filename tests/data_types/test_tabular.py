@@ -350,6 +350,19 @@ def test_categorical_encodings(encoding, width):
     assert model.pre.width == 2 + width  # x1, x2, colour's encoding
 
 
+def test_a_text_column_of_mostly_numbers_is_said(caplog):
+    """One stray '?' makes a CSV's numeric column text, so a categorical one: said in the log, with the cells."""
+    frame = table_frame()
+    frame["x2"] = frame["x2"].round(3).astype(str)
+    frame.loc[[3, 50], "x2"] = ["?", "1,5"]
+    with caplog.at_level("WARNING", logger="deuterium.data_types.tabular.columns"):
+        exp, _ = experiment("tabular_classification", frame)
+    assert next(c for c in exp.tabular.columns if c["name"] == "x2")["kind"] == "categorical"
+    said = [r.getMessage() for r in caplog.records if "'x2'" in r.getMessage()]
+    assert said and "198 of 200 values are numbers" in said[0] and "'?', '1,5'" in said[0], caplog.text
+    assert not [r for r in caplog.records if "'colour'" in r.getMessage()]  # real text: nothing said
+
+
 def test_many_levels_are_hashed_into_max_categorical_features_buckets():
     frame = table_frame()
     frame["colour"] = [f"c{i}" for i in range(len(frame))]

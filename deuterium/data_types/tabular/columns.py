@@ -45,6 +45,25 @@ def check_response(frame: pd.DataFrame, exp) -> None:
         )
 
 
+def _say_if_mostly_numbers(name: str, values: pd.Series) -> None:
+    """Log a text column most of whose values are numbers: one stray '?' or '1,5' in a CSV makes a numeric
+    column text, and so a categorical one of as many levels as values, without a word otherwise."""
+    present = values.dropna()
+    if pd.api.types.is_bool_dtype(values) or len(present) < 10:
+        return
+    numbers = pd.to_numeric(present.astype(str), errors="coerce")
+    if 0.9 <= numbers.notna().mean() < 1:
+        odd = present[numbers.isna()].astype(str).unique()[:5]
+        log.warning(
+            "column %r: %d of %d values are numbers, but %s made it text: it is used as a categorical column; "
+            "make those cells empty (or a number) to use it as numbers",
+            name,
+            int(numbers.notna().sum()),
+            len(present),
+            ", ".join(repr(v) for v in odd),
+        )
+
+
 def fit(frame: pd.DataFrame, exp) -> list[dict]:
     """The used columns in frame order; each {name, kind, ...} (see decode.py for what scoring reads)."""
     s, d = exp.tabular, exp.dataset
@@ -67,6 +86,7 @@ def fit(frame: pd.DataFrame, exp) -> list[dict]:
             if values.isna().all():
                 raise DataError(_all_missing(name))
             if not (s.ignore_const_cols and values.nunique(dropna=False) == 1):
+                _say_if_mostly_numbers(str(name), values)
                 columns.append(_categorical(str(name), values, s))
             continue
         # numeric: one float64 copy serves every check: MNIST's 784 columns took 0.25 s, against 0.56-0.60 s
