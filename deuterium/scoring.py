@@ -70,9 +70,26 @@ class Preprocessing:
         return data_types.get(self.data_type).decoder(self.input, bounded)
 
 
+def _cuda_driver() -> bool:
+    """Whether this machine has NVIDIA's driver library. onnxruntime-gpu lists CUDAExecutionProvider on any
+    machine and, asked for it without a GPU, prints a red error before it falls back to the CPU."""
+    import ctypes
+
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            continue
+    return False
+
+
 def session(model_path: Path, providers: list[str] | None = None) -> ort.InferenceSession:
     available = ort.get_available_providers()
     wanted = providers or ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in wanted and not _cuda_driver():
+        wanted = [p for p in wanted if p != "CUDAExecutionProvider"] or ["CPUExecutionProvider"]
+        log.info("no NVIDIA driver on this machine: onnxruntime runs on %s", wanted[0])
     chosen = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
     opts = ort.SessionOptions()
     opts.log_severity_level = 3

@@ -118,3 +118,15 @@ def test_the_scorer_refuses_what_would_decode_too_big(model_dir, tmp_path):
     assert done.returncode == 1  # one file failed, after the others were written
     assert "huge.flac" in done.stderr and "more than the limit of 2000000" in done.stderr
     assert "fine.wav" in (tmp_path / "p.csv").read_text()
+
+
+def test_without_an_nvidia_driver_cuda_is_not_asked_for(model_dir, monkeypatch, caplog):
+    """onnxruntime-gpu offers CUDA on any machine and, asked without a GPU, prints a red error before it
+    falls back: on a machine without the driver the CPU is asked for at once, quietly."""
+    from deuterium import scoring
+
+    monkeypatch.setattr(scoring, "_cuda_driver", lambda: False)
+    with caplog.at_level("INFO", logger="deuterium.scoring"):
+        sess = scoring.session(model_dir / "model.onnx", ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert sess.get_providers() == ["CPUExecutionProvider"]
+    assert "no NVIDIA driver" in caplog.text and "but it runs on" not in caplog.text
