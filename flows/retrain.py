@@ -370,6 +370,7 @@ def validate_new_data(project: Path, params: dict, work: Path) -> Path:
         str(params_file),
         "--out",
         str(work / "validate"),
+        "--rows-only",  # new rows may hold some classes only; they add to the training rows
     ]
     try:
         commands.run(cmd, project, "validating the new data", get_run_logger())

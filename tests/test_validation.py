@@ -221,5 +221,6 @@ def test_a_test_class_that_no_training_row_has_is_found_before_training(tmp_path
         in message
     )
     assert problems(report, "test") == [(1, "label", "test class seen in training")]  # each class once
+    validation.validate(exp, tmp_path / "out", test_classes=False)  # the retrain flow's new rows alone
     test.write_text("file\nc.wav\n")  # no labels: predictions only
     validation.validate(exp, tmp_path / "out")
