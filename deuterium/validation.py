@@ -101,13 +101,14 @@ def validate(exp: ExperimentBase, out_dir: Path, test_classes: bool = True) -> d
 
     frames: dict[str, dict] = {}
     found: list[Problem] = []
+    read: dict[str, pd.DataFrame] = {}  # each frame as read, for the checks across frames
     for spec in _frames(exp):
-        frame_report, frame_problems = _validate_frame(context, source, spec, exp, problem)
+        frame_report, frame_problems, read[spec.name] = _validate_frame(context, source, spec, exp, problem)
         frames[spec.name] = frame_report
         found += frame_problems
         log.info("%s (%s): %d problem(s)", spec.name, spec.path, len(frame_problems))
     if test_classes and not found:
-        unseen = _unseen_classes(exp, problem)
+        unseen = _unseen_classes(exp, problem, read)
         found += unseen
         if unseen:
             frames["test"]["success"] = False
@@ -173,7 +174,7 @@ def _validate_frame(context, source, spec: FrameSpec, exp: ExperimentBase, probl
     except DataError as err:
         problem = Problem(file, None, None, None, str(err).removeprefix(f"{file}: "), "dataframe readable")
         report.update(checks=[], problems=[problem.as_dict()])
-        return report, [problem]
+        return report, [problem], None
     frame = frame.reset_index(drop=True)
     frame.columns = [str(c) for c in frame.columns]
     report["rows"] = len(frame)
@@ -245,27 +246,24 @@ def _validate_frame(context, source, spec: FrameSpec, exp: ExperimentBase, probl
         checks=summary,
         problems=[p.as_dict() for p in found],
     )
-    return report, found
+    return report, found, frame
 
 
-def _unseen_classes(exp: ExperimentBase, problem) -> list[Problem]:
+def _unseen_classes(exp: ExperimentBase, problem, read: dict[str, pd.DataFrame]) -> list[Problem]:
     """A labeled test frame's classes that no training row has: the evaluate stage cannot score them, and
-    found here they cost no training run. Single-label classification; each class at its first row."""
+    found here they cost no training run. Single-label classification; each class at its first row.
+    `read`: the frames as validated, by FrameSpec name."""
     d = exp.dataset
-    if (
-        problem.label_kind != "categorical"
-        or len(d.label_columns) != 1
-        or None in (d.train_dataframe, d.test_dataframe)
-    ):
+    if problem.label_kind != "categorical" or len(d.label_columns) != 1 or not {"train", "test"} <= set(read):
         return []
     column = d.label_columns[0]
-    test = io.read_frame(d.test_dataframe)
+    test = read["test"]
     if column not in test.columns:
         return []  # a test frame without labels: predictions only
     known: set[str] = set()
-    for path in (d.train_dataframe, d.validation_dataframe):
-        if path is not None:
-            known |= {str(v) for v in io.read_frame(path)[column].dropna()}
+    for name in ("train", "validation"):
+        if name in read:
+            known |= {str(v) for v in read[name][column].dropna()}
     values = test[column].reset_index(drop=True)
     firsts = values[values.notna() & ~values.astype(str).isin(known)].astype(str).drop_duplicates()
     shown = ", ".join(sorted(known)[:20]) + (" ..." if len(known) > 20 else "")

@@ -13,6 +13,7 @@ import pandas as pd
 
 from deuterium.data_types.tabular.decode import level_text
 from deuterium.errors import ConfigError, DataError
+from deuterium.splitting import FOLD, ROW_ID
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def fit(frame: pd.DataFrame, exp) -> list[dict]:
     """The used columns in frame order; each {name, kind, ...} (see decode.py for what scoring reads)."""
     s, d = exp.tabular, exp.dataset
     check_response(frame, exp)
-    skip = {*d.label_columns, *s.ignored_columns, "row_id", "fold"}
+    skip = {*d.label_columns, *s.ignored_columns, ROW_ID, FOLD}  # the split's own columns
     skip |= {c for c in (s.weights_column, s.offset_column, d.fold_column, d.group_column) if c}
     for name, what in (
         (s.weights_column, "weights_column"),
