@@ -12,7 +12,7 @@ from projects import make_project, tiny_params, write_params
 
 from deuterium import config
 from deuterium.data_types.audio import params as audio_params
-from deuterium.errors import ConfigError
+from deuterium.errors import DataError
 
 
 def test_the_most_common_rate_and_the_95th_percentile_length(tmp_path):
@@ -30,13 +30,36 @@ def test_the_most_common_rate_and_the_95th_percentile_length(tmp_path):
     assert audio_params.choose([tmp_path / "long.wav"])["training_chunk_seconds"] == 60.0  # at most 60 s
 
 
-def test_auto_rejects_the_values_it_would_choose():
+def test_auto_replaces_the_values_it_chooses_and_keeps_the_rest(tmp_path, caplog):
+    """The shipped params.yaml sets sample_rate and the chunk, and `dvc exp run -S
+    audio.audio_parameters=auto` cannot remove them: auto replaces those two, says so, keeps the rest."""
+    sf.write(tmp_path / "a.wav", np.zeros(22050, dtype=np.float32), 22050)
     params = tiny_params()
-    params["audio"] = {"audio_parameters": "auto", "sample_rate": 16000}
-    with pytest.raises(ConfigError, match="audio_parameters 'auto' chooses sample_rate"):
-        config.parse(params)
-    params["audio"] = {"audio_parameters": "auto", "audio_channels": 2}
-    assert config.parse(params).audio.audio_channels == 2
+    params["audio"] = {
+        "audio_parameters": "auto",
+        "sample_rate": 8000,
+        "training_chunk_seconds": 0.8,
+        "mel_frequency_bins": 32,
+        "max_frequency": 3000,
+        "audio_channels": 2,
+    }
+    exp = config.parse(params)
+    with caplog.at_level("WARNING"):
+        chosen = audio_params.choose([tmp_path / "a.wav"], exp.audio)
+    assert chosen == {"sample_rate": 22050, "training_chunk_seconds": 1.0}
+    assert "replaces params.yaml's audio sample_rate 8000 and training_chunk_seconds 0.8" in caplog.text
+    audio = audio_params.resolve(exp, {"audio": chosen}).audio
+    assert (audio.audio_parameters, audio.sample_rate, audio.training_chunk_seconds) == ("manual", 22050, 1.0)
+    assert (audio.mel_frequency_bins, audio.max_frequency, audio.audio_channels) == (32, 3000, 2)
+
+
+def test_auto_says_when_a_set_frequency_does_not_fit_the_chosen_rate(tmp_path):
+    sf.write(tmp_path / "a.wav", np.zeros(8000, dtype=np.float32), 8000)
+    params = tiny_params()
+    params["audio"] = {"audio_parameters": "auto", "max_frequency": 6000}
+    exp = config.parse(params)  # fine at the default 16 kHz
+    with pytest.raises(DataError, match=r"auto chose sample_rate 8000: audio.max_frequency 6000.* Nyquist"):
+        audio_params.choose([tmp_path / "a.wav"], exp.audio)
 
 
 @pytest.fixture(scope="module")

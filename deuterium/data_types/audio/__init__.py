@@ -67,7 +67,7 @@ class Audio(DataType):
     def choose(self, files: list[Path], exp) -> dict | None:
         from deuterium.data_types.audio import params
 
-        return params.choose(files) if exp.audio.audio_parameters == "auto" else None
+        return params.choose(files, exp.audio) if exp.audio.audio_parameters == "auto" else None
 
     def resolve(self, exp, info: dict):
         from deuterium.data_types.audio import params

@@ -3,7 +3,11 @@
 - sample_rate: the most common rate among the training files (the higher one on a tie);
 - training_chunk_seconds: the 95th percentile of the clip lengths, rounded up to 0.1 s, at most 60 s
   (most clips fit whole in a crop, a few long ones do not make every batch mostly padding);
-- the rest of the audio section: its defaults (max_frequency the Nyquist frequency of the chosen rate).
+- the rest of the audio section: as set (the window, the mel bins, the frequency range...). A
+  `sample_rate` or `training_chunk_seconds` also in params.yaml is replaced by the chosen one, and the
+  split stage says so: `dvc exp run -S audio.audio_parameters=auto` has no way to remove a key, and
+  H2O Hydrogen Torch's auto likewise overrides them. An unset max_frequency is the chosen rate's
+  Nyquist frequency; a set one above it is an error naming both.
 
 The split stage reads the files' headers and records the choice in data_info.json; `resolve` turns an
 experiment with `auto` into the one the models are trained with, whose resolved config (next to each
@@ -20,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from deuterium.data_types.audio import io
-from deuterium.data_types.audio.settings import LIMITS, AudioSettings
+from deuterium.data_types.audio.settings import CHOSEN, AudioSettings
 from deuterium.errors import DataError
 from deuterium.settings import ExperimentBase
 
@@ -30,8 +34,9 @@ MAX_CHUNK_SECONDS = 60.0
 CHUNK_PERCENTILE = 95
 
 
-def choose(files: list[Path]) -> dict:
-    """{sample_rate, training_chunk_seconds} from the files' headers."""
+def choose(files: list[Path], audio: AudioSettings | None = None) -> dict:
+    """{sample_rate, training_chunk_seconds} from the files' headers; `audio`, the section they go
+    into, is checked with them (a set max_frequency above the chosen rate's Nyquist frequency)."""
     if not files:
         raise DataError("audio.audio_parameters auto: there are no training files to choose from")
     infos = [io.info(f) for f in files]
@@ -46,7 +51,29 @@ def choose(files: list[Path]) -> dict:
         len(infos),
         chunk,
     )
-    return {"sample_rate": rate, "training_chunk_seconds": chunk}
+    chosen = {"sample_rate": rate, "training_chunk_seconds": chunk}
+    if audio is not None:
+        replaced = [f"{key} {getattr(audio, key)}" for key in CHOSEN if key in audio.model_fields_set]
+        if replaced:
+            log.warning(
+                "audio_parameters auto replaces params.yaml's audio %s with the chosen values",
+                " and ".join(replaced),
+            )
+        _manual(audio, chosen)
+    return chosen
+
+
+def _manual(audio: AudioSettings, chosen: dict) -> AudioSettings:
+    """`audio` with the chosen values, as `manual` settings; a DataError when they do not fit the rest."""
+    kept = {key: getattr(audio, key) for key in audio.model_fields_set - {"audio_parameters", *CHOSEN}}
+    try:
+        return AudioSettings(**{**kept, **chosen, "audio_parameters": "manual"})
+    except ValueError as err:
+        reason = err.errors()[0]["msg"].removeprefix("Value error, ") if hasattr(err, "errors") else err
+        raise DataError(
+            f"audio_parameters auto chose sample_rate {chosen['sample_rate']}: {reason}; "
+            "change that setting or set audio_parameters: manual"
+        ) from None
 
 
 def resolve(exp: ExperimentBase, info: dict) -> ExperimentBase:
@@ -57,8 +84,4 @@ def resolve(exp: ExperimentBase, info: dict) -> ExperimentBase:
         raise DataError(
             "audio_parameters auto: data_info.json has no chosen audio settings; rerun the split stage"
         )
-    limits = {key: getattr(exp.audio, key) for key in LIMITS}
-    audio = AudioSettings(
-        audio_parameters="manual", audio_channels=exp.audio.audio_channels, **limits, **info["audio"]
-    )
-    return exp.model_copy(update={"audio": audio})
+    return exp.model_copy(update={"audio": _manual(exp.audio, info["audio"])})

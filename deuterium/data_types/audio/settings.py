@@ -34,12 +34,6 @@ class AudioSettings(Section):
 
     @model_validator(mode="after")
     def _frequencies(self) -> AudioSettings:
-        manual = sorted(self.model_fields_set - {"audio_parameters", "audio_channels", *LIMITS})
-        if self.audio_parameters == "auto" and manual:
-            raise ValueError(
-                f"audio.audio_parameters 'auto' chooses {', '.join(manual)} from the training files; "
-                "remove them or set audio_parameters: manual"
-            )
         nyquist = self.sample_rate / 2
         top = self.max_frequency if self.max_frequency is not None else nyquist
         if top > nyquist:
@@ -57,7 +51,7 @@ class AudioSettings(Section):
         return round(self.training_chunk_seconds * self.sample_rate)
 
 
-LIMITS = ("max_seconds", "max_decoded_samples")  # not chosen by audio_parameters auto
+CHOSEN = ("sample_rate", "training_chunk_seconds")  # what audio_parameters auto chooses
 
 
 class AudioPrediction(PredictionBase):
