@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 
 import numpy as np
@@ -866,6 +867,17 @@ def test_a_categorical_response_with_a_gaussian_distribution():
 def test_an_all_missing_column():
     with pytest.raises(DataError, match="column 'empty': every value is missing"):
         experiment("tabular_classification", table_frame().assign(empty=np.nan))
+
+
+def test_an_infinite_training_value_names_its_column_and_row():
+    """At the split stage, not as a NaN loss in training: inf (a CSV's `inf`) or beyond float32."""
+    for value in (np.inf, -1e39):
+        frame = table_frame()
+        frame.loc[6, "x2"] = value
+        with pytest.raises(
+            DataError, match=rf"column 'x2': {re.escape(repr(value))} \(row 7\) is not a finite float32"
+        ):
+            experiment("tabular_classification", frame)
 
 
 def test_a_test_frame_without_a_training_column():

@@ -16,6 +16,7 @@ from deuterium.errors import ConfigError, DataError
 from deuterium.splitting import FOLD, ROW_ID
 
 log = logging.getLogger(__name__)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def check_response(frame: pd.DataFrame, exp) -> None:
@@ -97,6 +98,13 @@ def fit(frame: pd.DataFrame, exp) -> list[dict]:
         present = v[~missing] if missing.any() else v
         if not len(present):
             raise DataError(_all_missing(name))
+        beyond = np.flatnonzero(~missing & ~(np.abs(v) <= FLOAT32_MAX))  # the graph's input is float32
+        if len(beyond):
+            i = int(beyond[0])
+            raise DataError(
+                f"column {name!r}: {float(v[i])!r} (row {i + 1}) is not a finite float32 number; "
+                "make the cell empty (missing) or a number within +-3.4e38"
+            )
         if s.ignore_const_cols and len(present) == len(v) and present.min() == present.max():
             continue  # one value and no missing one: pandas' nunique(dropna=False) == 1
         sd = float(np.std(present, ddof=1)) if np.isfinite(present).sum() > 1 else 1.0
