@@ -135,6 +135,25 @@ def score(scorer: Scorer, items: list[Item], key: str = "file") -> tuple[list[di
     return rows, failures
 
 
+def _check_out(out: Path, read: list[Path]) -> None:
+    """The output must not replace an input (a CSV of rows scored into itself) nor be a folder."""
+    if out.is_dir():
+        raise DataError(f"--out {out}: a folder; name the CSV file to write")
+    target = out.resolve()
+    for path in read:
+        if path.resolve() == target:
+            raise DataError(
+                f"--out {out} is also an input ({path}); it would be overwritten: choose another file"
+            )
+
+
+def _given_path(text: str) -> Path:
+    """An argument path; an empty one (a shell variable that was not set) is not the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path")
+    return Path(text)
+
+
 def write_csv(rows: list[dict], columns: list[str], out: Path) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns)
@@ -161,6 +180,7 @@ def main(
         c["name"] for c in scorer.pre.input.get("columns") or [] if c.get("kind") != "categorical"
     )
     items = collect(inputs, column or "", data_type.file_suffixes, data_folder, rows_are_inputs, numeric)
+    _check_out(out, [*inputs, *(item.path for item in items if item.path is not None)])
     key = "row" if rows_are_inputs else "file"
     rows, failures = score(scorer, items, key)
     pre = scorer.pre
@@ -178,14 +198,16 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("model_dir", type=Path, help="folder with model.onnx and preprocessing.json")
-    parser.add_argument("inputs", type=Path, nargs="+", help="files, folders of them, or CSVs naming them")
-    parser.add_argument("--out", type=Path, default=Path("predictions.csv"))
+    parser.add_argument("model_dir", type=_given_path, help="folder with model.onnx and preprocessing.json")
+    parser.add_argument(
+        "inputs", type=_given_path, nargs="+", help="files, folders of them, or CSVs naming them"
+    )
+    parser.add_argument("--out", type=_given_path, default=Path("predictions.csv"))
     parser.add_argument(
         "--column", help="the CSV column with the file names (default: the one the model was trained with)"
     )
     parser.add_argument(
-        "--data-folder", type=Path, help="where a CSV's file names point (default: its folder)"
+        "--data-folder", type=_given_path, help="where a CSV's file names point (default: its folder)"
     )
     parser.add_argument(
         "--providers",

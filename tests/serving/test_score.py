@@ -79,6 +79,22 @@ def test_a_csv_without_the_column_is_one_clear_error(model_dir, inputs):
         score.main(model_dir, [inputs / "list.csv"], inputs / "p.csv", column="path")
 
 
+def test_the_output_never_replaces_an_input(model_dir, inputs):
+    before = (inputs / "list.csv").read_bytes()
+    for given, out in (("list.csv", "list.csv"), ("clips", "clips/a.wav"), ("clips", "clips")):
+        with pytest.raises(DataError, match=r"--out .*(also an input|a folder)"):
+            score.main(model_dir, [inputs / given], inputs / out)
+    assert (inputs / "list.csv").read_bytes() == before
+    done = subprocess.run(  # an unset shell variable: not the current folder
+        [sys.executable, "-m", "serving.score", str(model_dir), ""],
+        cwd=inputs,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "an empty path" in done.stderr
+    assert not (inputs / "predictions.csv").exists()
+
+
 def test_a_missing_model_folder_is_one_clear_error(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "serving.score", str(tmp_path / "none"), "x.wav"],
