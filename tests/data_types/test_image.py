@@ -114,6 +114,9 @@ def test_json_pixels_and_base64(digit):
     for payload, words in (
         ({}, "exactly one"),
         ({"pixels": [[1, 2], [3]]}, "rows of equal length"),
+        ({"pixels": [[True, False]]}, "of numbers"),  # JSON's true is not 1
+        ({"pixels": [["12", "200"]]}, "of numbers"),  # nor is "12" 12
+        ({"pixels": [[{"r": 1}]]}, "of numbers"),
         ({"pixels": [[300]]}, "0 to 255"),
         ({"pixels": [[0] * 200] * 200}, "more than the limit"),
         ({"image_base64": "%%"}, "not valid base64"),

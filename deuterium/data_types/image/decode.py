@@ -132,11 +132,14 @@ class ImageDecoder(Decoder):
         if sent[0] == "image_base64":
             return self.load(from_base64("image_base64", payload["image_base64"]), "image_base64")
         try:
-            arr = np.asarray(payload["pixels"], dtype=np.float64)
+            arr = np.asarray(payload["pixels"])
         except (ValueError, TypeError, OverflowError):
+            arr = None  # ragged rows
+        if arr is None or arr.dtype.kind not in "iuf":  # not true/false, nor "12", as numbers
             raise InputError(
                 "pixels: rows of equal length, of numbers or of equal-length lists of numbers"
             ) from None
+        arr = arr.astype(np.float64)
         if arr.ndim == 2:
             arr = arr[..., np.newaxis]
         if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
