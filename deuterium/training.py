@@ -10,6 +10,7 @@ import functools
 import hashlib
 import logging
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,6 +187,27 @@ def training_length(exp: ExperimentBase, rows: int) -> ExperimentBase:
     return exp.model_copy(update={"training": t.model_copy(update={"epochs": epochs})})
 
 
+def rows_fingerprint(problem: ProblemType, exp: ExperimentBase, *parts: tuple[pd.DataFrame, np.ndarray]) -> str:
+    """What a run trains and validates on: the rows' cells and targets, and the size and modification time
+    of every file they name. A file's content changed under the same name (new images, re-recorded clips)
+    must not let a checkpoint of the old ones stand in. The files' stat, not their bytes: a dataset of
+    many gigabytes would be read again by every fold before training; the decode cache keys on the
+    same. A file missing here is the dataset's to report when it is read."""
+    digest = hashlib.sha256()
+    for frame, targets in parts:
+        digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+        digest.update(np.ascontiguousarray(targets).tobytes())
+        if len(frame) and problem.data.column(exp):
+            for path in problem.files(frame, exp):
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    digest.update(b"missing\0")
+                    continue
+                digest.update(f"{st.st_size}:{st.st_mtime_ns}\0".encode())
+    return digest.hexdigest()
+
+
 def train_fold(
     exp: ExperimentBase,
     problem: ProblemType,
@@ -210,11 +232,11 @@ def train_fold(
     env, t = exp.environment, exp.training
     name = run_name(fold, seed_index, env.number_of_seeds)
     decoded.configure(env.decode_cache_megabytes)
-    # a checkpoint resumes only the same settings on the same rows with the same code: DVC reruns
-    # this stage after any of those changed, and then a finished checkpoint must not stand in for it
-    rows = pd.util.hash_pandas_object(train_frame, index=False).to_numpy().tobytes() + train_targets.tobytes()
+    # a checkpoint resumes only the same settings on the same rows and files with the same code: DVC
+    # reruns this stage after any of those changed, and then a finished checkpoint must not stand in for it
+    rows = rows_fingerprint(problem, exp, (train_frame, train_targets), (valid_frame, valid_targets))
     code = code_fingerprint(stage)
-    resolved = f"{config.dump(exp)}# training rows: {hashlib.sha256(rows).hexdigest()}\n# code: {code}\n"
+    resolved = f"{config.dump(exp)}# rows and files: {rows}\n# code: {code}\n"
     dev = distributed.init(env)
     main = distributed.is_main()
     ckpt = checkpoints / name / "last.pt"

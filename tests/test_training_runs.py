@@ -182,6 +182,45 @@ def test_a_run_stopped_after_an_epoch_resumes_exactly(run, monkeypatch, caplog, 
     assert len(resumed.curve("valid/Accuracy")) == 2
 
 
+def test_new_content_under_the_same_file_names_trains_again(tmp_path, monkeypatch, caplog):
+    """A finished checkpoint resumed only the same settings on the same rows: re-recorded clips (or new
+    images) under the old names gave back the old model and the old out-of-fold predictions."""
+    import soundfile as sf
+    from stages import split
+
+    root = make_project(tmp_path / "project", BASE, git=False)
+    monkeypatch.chdir(root)
+    split.main(root / "params.yaml", root / paths.SPLIT)
+    first = Run(root, tmp_path / "first", {"training": {"epochs": 1}})
+    first.fit()
+    with caplog.at_level("INFO"):
+        first.fit()  # nothing changed: the finished checkpoint stands in
+    assert "resuming after epoch 1" in caplog.text and "starting over" not in caplog.text
+    before = first.weights()
+
+    for rows in ((first.folds.fold != 0), (first.folds.fold == 0)):  # a training file, then a validation one
+        name = first.folds[rows.to_numpy()].iloc[0][first.exp.dataset.audio_column]
+        path = root / first.exp.dataset.data_folder / name
+        audio, rate = sf.read(path)
+        sf.write(path, np.random.default_rng(0).normal(scale=0.1, size=len(audio) + 7), rate)
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            first.fit()
+        assert "starting over" in caplog.text and "resuming" not in caplog.text
+    assert not same(before, first.weights())
+
+
+def test_the_rows_fingerprint_follows_the_files_and_the_validation_rows(run):
+    r = run({})
+    rows = (r.folds.fold != 0).to_numpy()
+    parts = [(r.folds[rows], r.targets[rows]), (r.folds[~rows], r.targets[~rows])]
+    base = training.rows_fingerprint(r.problem, r.exp, *parts)
+    assert training.rows_fingerprint(r.problem, r.exp, *parts) == base
+    relabelled = r.targets[~rows].copy()
+    relabelled[0] = (relabelled[0] + 1) % 10
+    assert training.rows_fingerprint(r.problem, r.exp, parts[0], (parts[1][0], relabelled)) != base
+
+
 def test_ema_decay_validates_and_keeps_the_moving_average_of_the_weights(run):
     averaged = run({"training": {"epochs": 3, "ema_decay": 0.9}}, "ema")
     last = run({"training": {"epochs": 3, "ema_decay": 0.0}})
