@@ -119,6 +119,12 @@ def test_predict_json_takes_floats_base64_or_a_file(server, scorer, clips):
     _assert_same(r.json(), _expected(scorer, path))
 
 
+def _float_wav(samples: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, 8000, format="WAV", subtype="FLOAT")
+    return buffer.getvalue()
+
+
 def _bad_requests(clips: dict[str, Path]) -> dict[str, tuple[str, dict, int, str]]:
     """name: (route, requests.post keyword arguments, expected status, words the error must contain)."""
     wav = clips["wav_8k_mono_16bit"].read_bytes()
@@ -215,6 +221,18 @@ def _bad_requests(clips: dict[str, Path]) -> dict[str, tuple[str, dict, int, str
             {"data": '{"input": {"waveform": [NaN, 1.0], "sample_rate": 8000}}', "headers": json_type},
             400,
             "NaN",
+        ),
+        "huge finite samples": (  # were a 200 with NaN probabilities: the spectrogram overflowed
+            "/predict_json",
+            {"json": {"input": {"waveform": [1e30, -1e30, 1e30] * 100, "sample_rate": 8000}}},
+            400,
+            "beyond",
+        ),
+        "a float file of huge samples": (
+            "/predict",
+            {"files": {"audio": ("loud.wav", _float_wav(np.full(8000, 1e30, dtype=np.float32)))}},
+            400,
+            "the audio contains samples beyond",
         ),
         "bad base64": (
             "/predict_json",

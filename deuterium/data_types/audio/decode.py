@@ -104,8 +104,8 @@ class AudioDecoder(Decoder):
         if samples.size / rate > self.max_seconds:
             seconds = samples.size / rate
             raise InputError(f"{name}: {seconds:.1f} s is longer than the limit of {self.max_seconds:g} s")
-        if not np.all(np.isfinite(samples)):
-            raise InputError(f"{name}: NaN or infinite samples")
+        if not np.all(np.abs(samples) <= io.MAX_ABS_SAMPLE):  # NaN compares false too
+            raise InputError(f"{name}: {io.bad_samples(samples)}")
         return io.resample(samples, rate, self.sample_rate)
 
     def limits(self) -> dict:

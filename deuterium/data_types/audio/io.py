@@ -82,6 +82,16 @@ def info(source: Path | str | bytes, name: str | None = None) -> AudioInfo:
 
 MAX_SAMPLE_RATE = 384_000  # Hz: above it a file is refused (no recording needs more)
 BLOCK = 1 << 16  # frames decoded at a time
+# the largest sample magnitude taken. Audio is about -1 to 1 (a float file of raw 16-bit values reaches
+# 32768); at 1e18 the spectrogram's power overflows float32 and the model answers NaN
+MAX_ABS_SAMPLE = 1e6
+
+
+def bad_samples(samples: np.ndarray) -> str:
+    """Why samples are refused: NaN or infinite ones, or ones beyond MAX_ABS_SAMPLE."""
+    if not np.all(np.isfinite(samples)):
+        return "the audio contains NaN or infinite samples"
+    return f"the audio contains samples beyond +-{MAX_ABS_SAMPLE:g} (audio is about -1 to 1)"
 
 
 def resample(wave: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
@@ -158,8 +168,8 @@ def load(
                 total += len(block)
                 if limit is not None and total > limit:
                     raise AudioError(f"{name}: the audio is longer than its header says, past the limits")
-                if not np.all(np.isfinite(block)):
-                    raise AudioError(f"{name}: the audio contains NaN or infinite samples")
+                if not np.all(np.abs(block) <= MAX_ABS_SAMPLE):  # NaN compares false too
+                    raise AudioError(f"{name}: {bad_samples(block)}")
                 # mix down to mono, or keep the channels asked for: [frames, kept]
                 part = block.mean(axis=1, keepdims=True) if kept == 1 else fit_channels(block.T, kept).T
                 pieces.append(stream.resample_chunk(np.ascontiguousarray(part)) if stream else part)
