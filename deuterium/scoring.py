@@ -147,6 +147,11 @@ class PieceAverager:
         return np.stack([s / c for s, c in zip(self.sums, self.counts, strict=True)]).astype(np.float32)
 
 
+NOT_FINITE = (
+    "the model's output is not a finite number for this input (values far outside the training data?)"
+)
+
+
 class Scorer:
     def __init__(self, model_dir: Path | str, providers: list[str] | None = None, batch_size: int = 64):
         model_dir = Path(model_dir)
@@ -170,6 +175,11 @@ class Scorer:
         return averager.result()
 
     def format(self, row: np.ndarray) -> dict:
+        """The prediction of one output row; {"error": why} when the model gave no finite number for it
+        (an input far outside what the decoder bounds and the model saw: a table's value of 1e38 in a
+        column of sd 0.01), which the service answers with a 400 and the scorer reports as a failure."""
+        if not np.all(np.isfinite(row)):
+            return {"error": NOT_FINITE}
         if self.pre.is_classification:
             probs = {label: float(p) for label, p in zip(self.pre.labels, row, strict=True)}
             if self.pre.multi_label:

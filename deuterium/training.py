@@ -187,7 +187,9 @@ def training_length(exp: ExperimentBase, rows: int) -> ExperimentBase:
     return exp.model_copy(update={"training": t.model_copy(update={"epochs": epochs})})
 
 
-def rows_fingerprint(problem: ProblemType, exp: ExperimentBase, *parts: tuple[pd.DataFrame, np.ndarray]) -> str:
+def rows_fingerprint(
+    problem: ProblemType, exp: ExperimentBase, *parts: tuple[pd.DataFrame, np.ndarray]
+) -> str:
     """What a run trains and validates on: the rows' cells and targets, and the size and modification time
     of every file they name. A file's content changed under the same name (new images, re-recorded clips)
     must not let a checkpoint of the old ones stand in. The files' stat, not their bytes: a dataset of

@@ -461,8 +461,11 @@ def model_outputs(model_dir: Path, files: Sequence[Path]) -> tuple[np.ndarray, d
     scorer = Scorer(model_dir)
     pre, rows = scorer.pre, []
     for start in range(0, len(files), SCORING_BATCH):
-        batch = [scorer.load(f, str(f)) for f in files[start : start + SCORING_BATCH]]
-        for out in scorer.predict(batch):
+        names = files[start : start + SCORING_BATCH]
+        batch = [scorer.load(f, str(f)) for f in names]
+        for name, out in zip(names, scorer.predict(batch), strict=True):
+            if "error" in out:
+                raise DataError(f"{name}: {out['error']}")
             if pre.is_classification:
                 rows.append([out["probabilities"][c] for c in pre.labels])
             else:

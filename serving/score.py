@@ -131,7 +131,11 @@ def score(scorer: Scorer, items: list[Item], key: str = "file") -> tuple[list[di
                 names.append(item.name)
             except DeuteriumError as err:
                 failures.append(str(err) if item.name in str(err) else f"{item.name}: {err}")
-        rows += [_row(n, p, key) for n, p in zip(names, scorer.predict(decoded), strict=True)]
+        for name, prediction in zip(names, scorer.predict(decoded), strict=True):
+            if "error" in prediction:
+                failures.append(f"{name}: {prediction['error']}")
+            else:
+                rows.append(_row(name, prediction, key))
     return rows, failures
 
 

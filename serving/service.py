@@ -130,6 +130,7 @@ class ItemPrediction(TypedDict):
     labels: NotRequired[list[str]]  # multi-label classification: every class at or above the threshold
     probabilities: NotRequired[dict[str, float]]  # classification: every class
     predictions: NotRequired[dict[str, float]]  # regression: one value per target
+    error: NotRequired[str]  # between the model and the API only: no finite output (a 400)
 
 
 @with_config(ConfigDict(**_example({**EXAMPLE_ID, **EXAMPLE_ITEM})))
@@ -273,8 +274,12 @@ class Scoring:
             log.warning("model service call %s dropped (%s); retrying once", method, err)
             return await call(*args)
 
-    async def _score(self, inputs: list[np.ndarray]) -> list[ItemPrediction]:
-        return await self._call_model("score", inputs)
+    async def _score(self, inputs: list[np.ndarray], names: list[str]) -> list[ItemPrediction]:
+        results = await self._call_model("score", inputs)
+        errors = [f"{name}: {r['error']}" for name, r in zip(names, results, strict=True) if "error" in r]
+        if errors:
+            raise RequestError("; ".join(errors))
+        return results
 
     @bentoml.api
     async def predict(
@@ -286,7 +291,7 @@ class Scoring:
         Example: `curl -F file=@clip.wav http://localhost:3000/predict`"""
         async with self.decodes:  # held until scored: at most MAX_DECODES decoded inputs in memory
             x = await self._decoded(self._decode_file, file, "file")
-            [result] = await self._score([x])
+            [result] = await self._score([x], ["file"])
         return {**self.identity, **result}
 
     @bentoml.api
@@ -299,7 +304,7 @@ class Scoring:
         Example: `curl -F files=@a.wav -F files=@b.flac http://localhost:3000/predict_batch`"""
         async with self.decodes:  # one request, one slot: its files are bounded together by their cost
             decoded = await self._decoded(self._decode_files, files)
-            results = await self._score(decoded)
+            results = await self._score(decoded, [f"files[{i}]" for i in range(len(decoded))])
         return {**self.identity, "results": results}
 
     @bentoml.api
@@ -315,7 +320,7 @@ class Scoring:
         Example: `{"input": {"waveform": [0.0, 0.01, -0.02, 0.03], "sample_rate": 16000}}`"""
         async with self.decodes:
             x = await self._decoded(self.decoder.from_json, input)
-            [result] = await self._score([x])
+            [result] = await self._score([x], ["input"])
         return {**self.identity, **result}
 
     @bentoml.api

@@ -186,6 +186,7 @@ def test_new_content_under_the_same_file_names_trains_again(tmp_path, monkeypatc
     """A finished checkpoint resumed only the same settings on the same rows: re-recorded clips (or new
     images) under the old names gave back the old model and the old out-of-fold predictions."""
     import soundfile as sf
+
     from stages import split
 
     root = make_project(tmp_path / "project", BASE, git=False)

@@ -850,6 +850,17 @@ def test_onnx_scores_missing_and_unseen_levels_like_pytorch(tmp_path):
     unseen, missing = scorer.load(rows[2]), scorer.load({**rows[2], "colour": None})
     assert np.array_equal(unseen, missing)  # an unseen level scores as the missing level
 
+    # an output that is not a finite number is an error for that input, not NaN in the JSON or the CSV
+    from serving import score
+
+    assert scorer.format(np.array([np.nan, 0.5], dtype=np.float32)) == {"error": scoring.NOT_FINITE}
+    raw = scorer.raw
+    scorer.raw = lambda inputs: np.where(np.arange(len(inputs))[:, None] == 1, np.inf, raw(inputs))
+    items = [score.Item(f"rows.csv:{i}", None, row=r) for i, r in enumerate(rows, start=1)]
+    scored, failures = score.score(scorer, items, "row")
+    assert [r["row"] for r in scored] == ["rows.csv:1", "rows.csv:3"]
+    assert failures == [f"rows.csv:2: {scoring.NOT_FINITE}"]
+
 
 # ---------------------------------------------------------------------------------- bad input, named
 def test_a_response_column_that_does_not_exist():
