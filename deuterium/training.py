@@ -191,7 +191,7 @@ def rows_fingerprint(
     problem: ProblemType, exp: ExperimentBase, *parts: tuple[pd.DataFrame, np.ndarray]
 ) -> str:
     """What a run trains and validates on: the rows' cells and targets, and the size and modification time
-    of every file they name. A file's content changed under the same name (new images, re-recorded clips)
+    of every file they name. A file's content changed under the same name (the data redone)
     must not let a checkpoint of the old ones stand in. The files' stat, not their bytes: a dataset of
     many gigabytes would be read again by every fold before training; the decode cache keys on the
     same. A file missing here is the dataset's to report when it is read."""
