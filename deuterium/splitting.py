@@ -161,6 +161,28 @@ def sample_fold(
     return trains, valid
 
 
+def untrained_classes(folds: pd.DataFrame, column: str, selected: list[int]) -> list[str]:
+    """One line per selected fold whose validation rows hold a class that none of its training rows has:
+    the fold's model cannot learn it, and its rows count against the validation metrics. A warning, not
+    an error (as scikit-learn's StratifiedKFold warns of a class smaller than the folds): a rare class
+    of a real dataset is worth training on, but the user should know."""
+    labels = folds[column].where(folds[column].isna(), folds[column].astype(str))  # as class_index reads them
+    lines = []
+    for fold in selected:
+        valid = (folds[FOLD] == fold).to_numpy()
+        unseen = sorted(set(labels[valid].dropna()) - set(labels[~valid].dropna()))
+        if unseen:
+            counts = labels[valid].value_counts()
+            shown = ", ".join(f"{c!r} ({counts[c]} row{'s' if counts[c] > 1 else ''})" for c in unseen[:10])
+            more = f" and {len(unseen) - 10} more" if len(unseen) > 10 else ""
+            lines.append(
+                f"fold {fold}: class {shown}{more} of {column!r} has no training rows, only validation ones: "
+                "the model cannot learn it and it counts against the validation metrics; add rows of it "
+                "(or drop its rows)"
+            )
+    return lines
+
+
 def fold_frames(folds: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(training rows, validation rows) of one fold."""
     valid = folds[FOLD] == fold

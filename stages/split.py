@@ -2,11 +2,14 @@
 data type chooses from the training files, such as `auto` ones)."""
 
 import argparse
+import logging
 from pathlib import Path
 
 import pandas as pd
 
 from deuterium import cli, config, io, paths, previous, problems, splitting
+
+log = logging.getLogger(__name__)
 
 
 def main(params: Path = Path("params.yaml"), out_dir: Path = paths.SPLIT) -> None:
@@ -20,6 +23,12 @@ def main(params: Path = Path("params.yaml"), out_dir: Path = paths.SPLIT) -> Non
         frame = io.read_frame(exp.dataset.train_dataframe)
         folds = splitting.assign_folds(frame, exp.dataset, seed, problem.data.fold_assignment(exp))
         info = {"problem_type": exp.problem_type, "split_seed": seed, **problem.label_info(folds, exp)}
+        if problem.task.name == "classification" and not info.get("multi_label"):
+            if not exp.training.train_validation_data:  # else the validation rows train too
+                for line in splitting.untrained_classes(
+                    folds, exp.dataset.label_columns[0], exp.dataset.folds
+                ):
+                    log.warning("%s", line)
         chosen = problem.data.choose(problem.files(folds, exp), exp)
         if chosen is not None:
             info[exp.data_section] = chosen

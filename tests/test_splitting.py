@@ -122,3 +122,16 @@ def test_a_column_named_as_the_splits_own_is_refused_with_its_name(tmp_path):
     ds = dataset(validation_strategy="custom_holdout", validation_dataframe=str(valid))
     with pytest.raises(DataError, match=r"valid.csv: column 'row_id'"):
         splitting.assign_folds(frame(), ds, 1)
+
+
+def test_a_class_only_in_a_folds_validation_rows_is_named():
+    rows = frame().assign(digit=lambda f: f.digit.astype(str))
+    rows.loc[7, "digit"] = "hexagon"  # one row: in one fold's validation rows, in the others' training rows
+    folds = splitting.assign_folds(rows, dataset(validation_strategy="k_fold", number_of_folds=3), seed=1)
+    fold = int(folds.loc[folds.digit == "hexagon", "fold"].iloc[0])
+    lines = splitting.untrained_classes(folds, "digit", [0, 1, 2])
+    assert len(lines) == 1 and lines[0].startswith(f"fold {fold}: class 'hexagon' (1 row) of 'digit'")
+    assert splitting.untrained_classes(folds, "digit", [k for k in range(3) if k != fold]) == []
+    holdout = splitting.assign_folds(rows, dataset(validation_strategy="automatic_holdout"), seed=1)
+    in_valid = int(holdout.loc[holdout.digit == "hexagon", "fold"].iloc[0]) == 0
+    assert bool(splitting.untrained_classes(holdout, "digit", [0])) == in_valid
