@@ -101,6 +101,17 @@ def test_a_decompression_bomb_is_refused_from_its_header():
     assert len(data) < 1_000_000  # small on the wire, 400 megapixels decoded
     with pytest.raises(InputError, match="20000x20000 = 400000000 pixels is more than the limit of 1000000"):
         decode.ImageDecoder({"channels": 1, "max_pixels": 1_000_000}).load(data, "bomb.png")
+    # too large for Pillow to open at all: still reported against the decoder's own limit
+    with pytest.raises(InputError, match=r"900000000 pixels is more than the limit of 40000000 \(image.max"):
+        decode.ImageDecoder({"channels": 1}).load(black_png(30_000, 30_000), "bigger.png")
+
+
+def test_an_empty_file_is_named_empty_whether_a_path_or_an_upload(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    d = decode.ImageDecoder({"channels": 1})
+    for source in (tmp_path / "empty.png", b""):
+        with pytest.raises(InputError, match="empty.png: the file is empty"):
+            d.load(source, "empty.png")
 
 
 def test_json_pixels_and_base64(digit):

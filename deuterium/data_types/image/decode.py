@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +32,29 @@ def max_side(max_pixels: int) -> int:
     return 4 * math.isqrt(max_pixels)
 
 
-def open_image(source: Path | str | bytes, name: str) -> Image.Image:
-    """The image, opened lazily (header only); InputError naming `name` when it is not one."""
+def open_image(source: Path | str | bytes, name: str, limit: int = CEILING) -> Image.Image:
+    """The image, opened lazily (header only); InputError naming `name` when it is not one. `limit`: the
+    pixel limit an image too large for Pillow to open at all is reported against (the caller's own)."""
     try:
         data = io.BytesIO(source) if isinstance(source, bytes | bytearray) else str(source)
         return Image.open(data, formats=FORMATS)
     except MemoryError:
         raise
     except Image.DecompressionBombError as err:
-        raise InputError(f"{name}: more than the limit of {CEILING} pixels ({_reason(err)})") from None
+        size = re.search(r"\((\d+) pixels\)", str(err))  # Pillow's message holds the image's size
+        given = f"{size.group(1)} pixels is" if size else "the image is"
+        raise InputError(f"{name}: {given} more than the limit of {limit} (image.max_pixels)") from None
     except Exception as err:  # Pillow's plugins raise many types for broken or hostile headers
         if isinstance(err, FileNotFoundError):
             raise InputError(f"{name}: file not found") from None
         raise InputError(f"{name}: not a readable image ({_reason(err)})") from None
+
+
+def _empty_file(path: Path | str) -> bool:
+    try:
+        return Path(path).stat().st_size == 0
+    except OSError:
+        return False  # missing or unreadable: open_image names why
 
 
 def _reason(err: Exception) -> str:
@@ -90,7 +101,7 @@ class ImageDecoder(Decoder):
     def check_size(self, width: int, height: int, name: str) -> None:
         if width < 1 or height < 1:
             raise InputError(f"{name}: the image has no pixels ({width}x{height})")
-        limit = self.max_pixels if self.bounded else CEILING
+        limit = self.limit
         if width * height > limit:
             raise InputError(
                 f"{name}: {width}x{height} = {width * height} pixels is more than the limit of {limit} "
@@ -102,20 +113,26 @@ class ImageDecoder(Decoder):
                 "(4 x the side of a square of image.max_pixels)"
             )
 
+    @property
+    def limit(self) -> int:
+        """Pixels one image may have: image.max_pixels for a request, CEILING for training data."""
+        return self.max_pixels if self.bounded else CEILING
+
     def max_cost(self) -> int:
         return self.max_pixels * self.channels if self.bounded else 0
 
     def cost(self, source: bytes, name: str) -> int:
         """Decoded bytes, from the header alone (the service bounds a whole batch by it)."""
-        with open_image(source, name) as im:
+        with open_image(source, name, self.limit) as im:
             self.check_size(*im.size, name)
             return im.size[0] * im.size[1] * self.channels
 
     def load(self, source: Path | str | bytes, name: str | None = None) -> np.ndarray:
         name = name or (str(source) if not isinstance(source, bytes | bytearray) else "upload")
-        if isinstance(source, bytes | bytearray) and not source:
+        empty = not source if isinstance(source, bytes | bytearray) else _empty_file(source)
+        if empty:  # as the service says of an empty upload, not "format not recognised"
             raise InputError(f"{name}: the file is empty")
-        with open_image(source, name) as im:
+        with open_image(source, name, self.limit) as im:
             self.check_size(*im.size, name)
             return pixels(im, self.channels, name)
 
