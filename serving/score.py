@@ -191,9 +191,12 @@ def main(
     outputs = (
         ["label", *(f"prob_{label}" for label in pre.labels)] if pre.is_classification else pre.target_names
     )
-    write_csv(rows, [key, *outputs], out)
     for message in failures:
         log.error("failed: %s", message)
+    if not rows:  # a mistyped path must not replace the predictions of an earlier run with an empty file
+        log.error("nothing scored: %s is not written", out)
+        return max(1, len(failures))
+    write_csv(rows, [key, *outputs], out)
     log.info("%d of %d inputs scored into %s; %d failed", len(rows), len(items), out, len(failures))
     return len(failures)
 

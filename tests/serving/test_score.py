@@ -93,6 +93,9 @@ def test_the_output_never_replaces_an_input(model_dir, inputs):
     )
     assert done.returncode == 2 and "an empty path" in done.stderr
     assert not (inputs / "predictions.csv").exists()
+    (inputs / "earlier.csv").write_text("file,label\nold.wav,3\n")  # a mistyped path keeps them
+    assert score.main(model_dir, [inputs / "clipz"], inputs / "earlier.csv") == 1
+    assert (inputs / "earlier.csv").read_text() == "file,label\nold.wav,3\n"
 
 
 def test_a_missing_model_folder_is_one_clear_error(tmp_path):
