@@ -202,10 +202,14 @@ def row_hashes(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, str]:
 
 
 def input_columns(project: Path, exp: ExperimentBase) -> list[str]:
-    """What a row's content is, for a data type without files: the holdout's columns but the labels (the
-    same columns on every side, so a new row and a holdout or training row compare)."""
+    """What a row's content is, for a data type without files: the holdout's columns that the project's
+    training dataframe (params.yaml's) also has, but the labels. The same columns on every side, so a new
+    row and a holdout or training row compare; a holdout column that no training row has (a note, an id
+    of the test set) is no input of the model, and a test row copied without it is the same row."""
     _, frame, _ = holdout_files(project, exp)
-    return [c for c in frame.columns if c not in exp.dataset.label_columns]
+    project_exp = load_experiment(project, yaml.safe_load((project / PARAMS_FILE).read_text()))
+    trained = set(io.read_frame(_path(project, project_exp.dataset.train_dataframe)).columns)
+    return [c for c in frame.columns if c in trained and c not in exp.dataset.label_columns]
 
 
 def input_hashes(

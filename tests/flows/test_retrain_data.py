@@ -202,6 +202,20 @@ def test_a_new_row_with_a_holdout_rows_values_is_refused(rows_project):
     check_holdout_untouched.fn(rows_project, exp, {"row 1": hashed["row 1"]}, "data/incoming")
 
 
+def test_a_holdout_row_copied_without_the_holdouts_extra_column_is_refused(rows_project):
+    """The holdout's columns were the row's content: a test row copied without a column that only the
+    test file has (a note) hashed differently and was trained on."""
+    test = rows_project / "data" / "tab" / "test.csv"
+    pd.read_csv(test).assign(note=["checked", "later"]).to_csv(test, index=False)
+    new = new_rows(rows_project, pd.DataFrame({"x": [9.0, 6], "colour": ["blue", "blue"], "y": ["a", "a"]}))
+    params = params_of(rows_project)
+    _, hashed = training_data(rows_project, params, new, True, rows_project / "artifacts" / "retrain" / "run")
+    with pytest.raises(DataError, match=r"row 2 is the holdout's row 2"):
+        check_holdout_untouched.fn(
+            rows_project, config.load(rows_project / "params.yaml"), hashed, "data/incoming"
+        )
+
+
 def test_appending_copies_the_appended_dataframe_not_the_new_one(rows_project):
     """`dvc exp run -C data/incoming/train.csv` failed when git had no data/incoming (DVC makes no parent)."""
     new = new_rows(rows_project, pd.DataFrame({"x": [9.0], "colour": ["blue"], "y": ["a"]}))
