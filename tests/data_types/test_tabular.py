@@ -374,6 +374,28 @@ def test_many_levels_are_hashed_into_max_categorical_features_buckets():
     assert 0 <= codes[2] < 8
 
 
+def test_a_number_written_as_text_is_the_level_of_that_number():
+    """One '?' makes a CSV column text, its cells "1.0", "2.0": a test frame reading the column as numbers
+    (1.0), or a JSON row sending 1 or "1", meant those levels, not the missing one."""
+    frame = table_frame()
+    frame["grade"] = (frame.index % 3 + 1).astype(float).astype(str).astype(object)
+    frame.loc[5, "grade"] = "?"
+    exp, problem = experiment("tabular_classification", frame)
+    spec = next(c for c in exp.tabular.columns if c["name"] == "grade")
+    assert spec["levels"] == ["1", "2", "3", "?"]
+    decoder = TabularDecoder(problem.data.preprocessing(exp))
+    row = {"x1": 0.0, "x2": 0.0, "colour": "red"}
+    j = [c["name"] for c in exp.tabular.columns].index("grade")
+    for same in (2.0, 2, "2", "2.0", " 2.00", np.float32(2.0)):
+        assert decoder.load({**row, "grade": same})[j] == 1, same
+    assert decoder.load({**row, "grade": "?"})[j] == 3 and decoder.load({**row, "grade": 2.5})[j] == 4
+    old_model = {
+        **spec,
+        "levels": ["1.0", "2.0", "3.0", "?"],
+    }  # exported before: its levels as the CSV had them
+    assert TabularDecoder({"columns": [old_model]}).load({"grade": 2})[0] == 1
+
+
 def test_missing_values_skip_drops_rows_and_mean_imputation_fills():
     frame = table_frame()
     frame.loc[::4, "x2"] = np.nan

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import reprlib
 import zlib
 from collections.abc import Mapping, Sequence
@@ -34,15 +35,26 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
 
 
+WHOLE_NUMBER_TEXT = re.compile(r"([+-]?\d+)\.0*")
+
+
 def level_text(value: Any) -> str:
-    """A categorical value as its level's name: 3, 3.0 and "3" are one level."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
+    """A categorical value as its level's name: 3, 3.0, "3" and "3.0" are one level. A column that one
+    bad cell made text holds "3.0" where a test frame's numeric column (or a JSON number) holds 3.0."""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, str) and (whole := WHOLE_NUMBER_TEXT.fullmatch(value.strip())):
+        return str(int(whole.group(1)))
     return str(value)
 
 
 def lookup(spec: dict) -> dict[str, int]:
-    return {name: i for i, name in enumerate(spec["levels"])}
+    """Level name -> code; the names as level_text makes them (a model exported before it read "3.0" as
+    "3" has "3.0" among its levels)."""
+    codes: dict[str, int] = {}
+    for i, name in enumerate(spec["levels"]):
+        codes.setdefault(level_text(name), i)
+    return codes
 
 
 def level_index(spec: dict, value: Any, levels: dict[str, int] | None = None) -> int:
