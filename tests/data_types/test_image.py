@@ -132,6 +132,7 @@ def test_json_pixels_and_base64(digit):
         ({"pixels": [[0] * 200] * 200}, "more than the limit"),
         ({"image_base64": "%%"}, "not valid base64"),
         ({"pixels": [[1]], "extra": 1}, "unknown"),
+        ({"pixels": [[1]], "k" * 1_000_000: 1}, r"unknown: 'k{5,}\.\.\.k+'$"),  # not echoed whole
     ):
         with pytest.raises(InputError, match=words):
             d.from_json(payload)

@@ -937,6 +937,13 @@ def test_a_json_row_with_a_wrong_type_names_the_column():
     frame.loc[4, "x2"] = np.inf
     with pytest.raises(InputError, match=r"x2: inf \(row 5\) is not a finite"):
         trainer.frame_matrix(exp.tabular.columns, frame)
+    # a file of JSON nested beyond Python's stack was a 500 (RecursionError); a huge value was echoed whole
+    with pytest.raises(InputError, match="nested too deeply"):
+        decoder.load(b"[" * 100_000 + b"]" * 100_000, "nested.json")
+    for value in ("x" * 1_000_000, list(range(100_000))):
+        with pytest.raises(InputError) as err:
+            decoder.from_json({"x1": value, "x2": 1.0, "colour": value})
+        assert len(str(err.value)) < 200
     # an integer beyond any float was a 500 at the service (OverflowError)
     with pytest.raises(InputError, match=r"x1: 1000.*\.\.\..* is beyond float32's range"):
         decoder.from_json({"x1": 10**400, "x2": 1.0, "colour": "red"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,9 @@ class AudioDecoder(Decoder):
         allowed = ("waveform", "waveform_base64", "sample_rate", "audio_base64")
         unknown = [k for k in payload if k not in allowed]
         if unknown:
-            raise InputError(f"unknown key(s) {', '.join(map(repr, unknown[:5]))}; send {', '.join(allowed)}")
+            raise InputError(
+                f"unknown key(s) {', '.join(map(reprlib.repr, unknown[:5]))}; send {', '.join(allowed)}"
+            )
         given = {k: payload.get(k) for k in ("waveform", "waveform_base64", "audio_base64")}
         sent = [name for name, value in given.items() if value is not None]
         if len(sent) != 1:
@@ -83,7 +86,9 @@ class AudioDecoder(Decoder):
         if rate is None:
             raise InputError(f"'sample_rate' is required with '{name}': the rate the samples were taken at")
         if isinstance(rate, bool) or not isinstance(rate, int) or not 1 <= rate <= MAX_SAMPLE_RATE:
-            raise InputError(f"sample_rate: a whole number of Hz from 1 to {MAX_SAMPLE_RATE}, got {rate!r}")
+            raise InputError(
+                f"sample_rate: a whole number of Hz from 1 to {MAX_SAMPLE_RATE}, got {reprlib.repr(rate)}"
+            )
         if name == "waveform_base64":
             data = from_base64(name, payload[name])
             if len(data) % 4:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import reprlib
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,7 @@ class ImageDecoder(Decoder):
         if unknown or len(sent) != 1:
             raise InputError(
                 "send exactly one of 'image_base64', 'pixels'"
-                + (f"; unknown: {unknown[:5]}" if unknown else "")
+                + (f"; unknown: {', '.join(map(reprlib.repr, unknown[:5]))}" if unknown else "")
             )
         if sent[0] == "image_base64":
             return self.load(from_base64("image_base64", payload["image_base64"]), "image_base64")

@@ -162,16 +162,25 @@ class TabularDecoder(Decoder):
             try:
                 raw = source.read_bytes() if isinstance(source, Path) else source
                 source = json.loads(raw)
+            except RecursionError:  # nested deeper than Python's stack: JSON, but no row of values
+                raise InputError(
+                    f"{name or 'row'}: JSON nested too deeply for a row of column values"
+                ) from None
             except (OSError, ValueError, UnicodeDecodeError) as err:
                 raise InputError(f"{name or 'row'}: not a JSON object of column values ({err})") from None
             if not isinstance(source, dict):
                 raise InputError(f"{name or 'row'}: a JSON object of column values expected")
         for column in self.columns:
             value = source.get(column["name"])
+            # reprlib: a 20 MB string sent as a value is not echoed whole into the answer and the log
             if column["kind"] != "categorical" and not _number(value):
-                raise InputError(f"{column['name']}: {value!r} is not a number (a numeric column)")
+                raise InputError(
+                    f"{column['name']}: {reprlib.repr(value)} is not a number (a numeric column)"
+                )
             if column["kind"] == "categorical" and isinstance(value, list | dict):
-                raise InputError(f"{column['name']}: {value!r} is not a level (a categorical column)")
+                raise InputError(
+                    f"{column['name']}: {reprlib.repr(value)} is not a level (a categorical column)"
+                )
         return encode(self.columns, {k: [v] for k, v in source.items()}, 1, self.lookups)[0]
 
     def from_json(self, payload: dict[str, Any]) -> np.ndarray:
