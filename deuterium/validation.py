@@ -107,6 +107,13 @@ def validate(exp: ExperimentBase, out_dir: Path, test_classes: bool = True) -> d
         frames[spec.name] = frame_report
         found += frame_problems
         log.info("%s (%s): %d problem(s)", spec.name, spec.path, len(frame_problems))
+    if not found and "train" in read:  # the input columns of every frame, against the training frame's
+        for spec in _frames(exp):
+            rows = _row_problems(exp, problem, spec, read)
+            found += rows
+            if rows:
+                frames[spec.name]["success"] = False
+                frames[spec.name]["problems"] += [p.as_dict() for p in rows]
     if test_classes and not found:
         unseen = _unseen_classes(exp, problem, read)
         found += unseen
@@ -247,6 +254,21 @@ def _validate_frame(context, source, spec: FrameSpec, exp: ExperimentBase, probl
         problems=[p.as_dict() for p in found],
     )
     return report, found, frame
+
+
+def _row_problems(
+    exp: ExperimentBase, problem, spec: FrameSpec, read: dict[str, pd.DataFrame]
+) -> list[Problem]:
+    """The data type's check_rows of one frame, as Problems naming its file."""
+    if spec.name not in read:
+        return []
+    found = problem.data.check_rows(read[spec.name], read["train"], exp)
+    return [
+        Problem(
+            str(spec.path), None if row is None else row + 1, column, _plain(value), reason, "input columns"
+        )
+        for row, column, value, reason in found[:MAX_LISTED]
+    ]
 
 
 def _unseen_classes(exp: ExperimentBase, problem, read: dict[str, pd.DataFrame]) -> list[Problem]:

@@ -224,3 +224,37 @@ def test_a_test_class_that_no_training_row_has_is_found_before_training(tmp_path
     validation.validate(exp, tmp_path / "out", test_classes=False)  # the retrain flow's new rows alone
     test.write_text("file\nc.wav\n")  # no labels: predictions only
     validation.validate(exp, tmp_path / "out")
+
+
+def test_a_tables_input_columns_are_checked_in_every_frame_against_the_training_one(tmp_path):
+    """A test frame without a training column, or with text in a numeric one, stopped the evaluate stage
+    after training, naming neither the file nor the row; an inf training cell stopped the train stage with
+    the row counted within a fold."""
+    (tmp_path / "train.csv").write_text(
+        "x1,x2,note,label\n1,0.5,a,yes\n2,0.25,b,no\n3,inf,c,yes\n4,0.75,d,no\n"
+    )
+    (tmp_path / "test.csv").write_text("label,x1,extra\nyes,1.5,q\nno,abc,r\nyes,?,s\n")
+    params = {
+        "problem_type": "tabular_classification",
+        "dataset": {
+            "train_dataframe": str(tmp_path / "train.csv"),
+            "test_dataframe": str(tmp_path / "test.csv"),
+            "data_folder": str(tmp_path),
+            "label_columns": ["label"],
+        },
+        "tabular": {"ignored_columns": ["note"]},
+    }
+    message, report = failing(tmp_path, config.parse(params))
+    assert problems(report) == [(3, "x2", "input columns")]
+    assert problems(report, "test") == [
+        (2, "x1", "input columns"),
+        (3, "x1", "input columns"),
+        (None, "x2", "input columns"),
+    ]  # `note` is ignored, `extra` is not a training column: neither is asked for
+    assert f"{tmp_path / 'train.csv'}:row 3: column 'x2': inf is not a finite float32 number" in message
+    assert f"{tmp_path / 'test.csv'}: column 'x2': column missing: the model trains on it" in message
+    assert f"{tmp_path / 'test.csv'}:row 2: column 'x1': 'abc' is not a number" in message
+
+    (tmp_path / "train.csv").write_text("x1,x2,note,label\n1,0.5,a,yes\n2,0.25,b,no\n3,1,c,yes\n")
+    (tmp_path / "test.csv").write_text("label,x2,x1\nyes,1,1.5\nno,,2\n")  # any order, a missing cell
+    assert validation.validate(config.parse(params), tmp_path / "out")["success"] is True

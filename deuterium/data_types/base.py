@@ -133,6 +133,14 @@ class DataType:
         """validate: why this file cannot be used (None when it can), cheaply (headers, not whole decodes)."""
         raise NotImplementedError
 
+    def check_rows(
+        self, frame: pd.DataFrame, train: pd.DataFrame, exp: ExperimentBase
+    ) -> list[tuple[int | None, str, object, str]]:
+        """validate: what in a dataframe's input columns the model cannot take, compared with the training
+        dataframe `train` (`frame` may be `train` itself): (0-based row or None, column, value, why) each.
+        For a data type whose rows are the input; one that reads files checks them in check_file."""
+        return []
+
     # --- settings chosen from the data --------------------------------------------------------
     def choose(self, files: list[Path], exp: ExperimentBase) -> dict | None:
         """split: settings chosen from the training files (`auto` settings), recorded in data_info.json."""

@@ -52,6 +52,11 @@ class Tabular(DataType):
     def check_file(self, path: Path, shown: str, exp) -> str | None:
         return None
 
+    def check_rows(self, frame, train, exp):
+        from deuterium.data_types.tabular import columns
+
+        return columns.check_rows(frame, train, exp)
+
     def fold_assignment(self, exp) -> str:
         return "random" if exp.tabular.fold_assignment == "auto" else exp.tabular.fold_assignment
 

@@ -7,6 +7,7 @@ pandas and scikit-learn: imported by the split and train stages only, never by t
 from __future__ import annotations
 
 import logging
+import reprlib
 
 import numpy as np
 import pandas as pd
@@ -66,12 +67,67 @@ def _say_if_mostly_numbers(name: str, values: pd.Series) -> None:
         )
 
 
+def _not_inputs(exp) -> set[str]:
+    """Columns of the training frame that are not the model's inputs (the split's own among them)."""
+    s, d = exp.tabular, exp.dataset
+    skip = {*d.label_columns, *s.ignored_columns, ROW_ID, FOLD}
+    return skip | {c for c in (s.weights_column, s.offset_column, d.fold_column, d.group_column) if c}
+
+
+def check_rows(frame: pd.DataFrame, train: pd.DataFrame, exp, most: int = 10) -> list[tuple]:
+    """The validate stage's look at a frame's input columns (see DataType.check_rows): a training column
+    the frame lacks, text in a column the training frame has as numbers, a number beyond float32; the
+    train stage or the evaluate stage would otherwise stop on them after training, or later."""
+    skip = _not_inputs(exp) - ({exp.tabular.offset_column} - {None})  # the offset is read from every frame
+    found: list[tuple] = []
+    for name in train.columns:
+        if name in skip or (exp.tabular.ignore_const_cols and train[name].nunique(dropna=False) == 1):
+            continue
+        if name not in frame.columns:
+            found.append(
+                (
+                    None,
+                    str(name),
+                    None,
+                    "column missing: the model trains on it (the training dataframe has it); "
+                    "add it, with empty cells where unknown",
+                )
+            )
+            continue
+        numeric = pd.api.types.is_numeric_dtype(train[name]) and not pd.api.types.is_bool_dtype(train[name])
+        if not numeric:
+            continue
+        values = frame[name].reset_index(drop=True)
+        numbers = pd.to_numeric(values, errors="coerce")
+        for i in np.flatnonzero((values.notna() & numbers.isna()).to_numpy())[:most]:
+            found.append(
+                (
+                    int(i),
+                    str(name),
+                    values[i],
+                    f"{reprlib.repr(values[i])} is not a number, and the training "
+                    "dataframe's column is numeric (an empty cell for unknown)",
+                )
+            )
+        beyond = numbers.notna() & ~(numbers.abs() <= FLOAT32_MAX)
+        for i in np.flatnonzero(beyond.to_numpy())[:most]:
+            found.append(
+                (
+                    int(i),
+                    str(name),
+                    float(numbers[i]),
+                    f"{float(numbers[i])!r} is not a finite float32 number "
+                    "(an empty cell for unknown, or a number within +-3.4e38)",
+                )
+            )
+    return found
+
+
 def fit(frame: pd.DataFrame, exp) -> list[dict]:
     """The used columns in frame order; each {name, kind, ...} (see decode.py for what scoring reads)."""
-    s, d = exp.tabular, exp.dataset
+    s = exp.tabular
     check_response(frame, exp)
-    skip = {*d.label_columns, *s.ignored_columns, ROW_ID, FOLD}  # the split's own columns
-    skip |= {c for c in (s.weights_column, s.offset_column, d.fold_column, d.group_column) if c}
+    skip = _not_inputs(exp)
     for name, what in (
         (s.weights_column, "weights_column"),
         (s.offset_column, "offset_column"),
