@@ -258,3 +258,11 @@ def test_a_tables_input_columns_are_checked_in_every_frame_against_the_training_
     (tmp_path / "train.csv").write_text("x1,x2,note,label\n1,0.5,a,yes\n2,0.25,b,no\n3,1,c,yes\n")
     (tmp_path / "test.csv").write_text("label,x2,x1\nyes,1,1.5\nno,,2\n")  # any order, a missing cell
     assert validation.validate(config.parse(params), tmp_path / "out")["success"] is True
+
+
+def test_a_column_named_twice_in_the_header_is_named(tmp_path, audio):
+    """pandas reads a second `label` as `label.1`, a column the user never wrote, missing at scoring."""
+    exp = experiment(tmp_path, "file,label,label\na.wav,yes,no\nb.wav,no,yes\n")
+    message, report = failing(tmp_path, exp)
+    assert "column(s) ['label'] appear more than once in the header" in message
+    assert problems(report) == [(None, None, "dataframe readable")]
