@@ -247,6 +247,26 @@ def append_rows(
     ), root
 
 
+def _say_new_classes(project: Path, exp: ExperimentBase, new: pd.DataFrame) -> None:
+    """Warn of classes in the new rows that the holdout has no row of: a challenger may learn them, but
+    the comparison on the holdout cannot see whether it predicts them well (single-label classification)."""
+    problem = problems.of(exp)
+    label = exp.dataset.label_columns[0]
+    if problem.task.name != "classification" or len(exp.dataset.label_columns) != 1 or label not in new:
+        return
+    _, holdout, _ = holdout_files(project, exp)
+    if label not in holdout:
+        return
+    unmeasured = sorted({str(v) for v in new[label].dropna()} - {str(v) for v in holdout[label].dropna()})
+    if unmeasured:
+        _logger().warning(
+            "the new rows hold class(es) %s that no holdout row has: the challenger is trained on them, but "
+            "the comparison on %s cannot tell how well it predicts them; add rows of them to the holdout",
+            unmeasured[:10],
+            exp.dataset.test_dataframe,
+        )
+
+
 def training_data(
     project: Path, params: dict, new: dict[str, str], replace: bool, work: Path
 ) -> tuple[dict[str, str], dict[str, str]]:
@@ -265,6 +285,7 @@ def training_data(
         raise DataError(f"{new['dataset.train_dataframe']}: no column {column!r} naming the files")
     new_folder = _path(project, exp_new.dataset.data_folder).resolve()
     new_files, noun = input_hashes(project, exp_new, new_frame, new_folder)
+    _say_new_classes(project, exp_new, new_frame)
     if replace:  # the new dataframe as it is, into `work` too: experiment_copies copies that folder
         source = _path(project, new["dataset.train_dataframe"])
         copied = work / TRAINING / source.name

@@ -216,6 +216,13 @@ def test_a_holdout_row_copied_without_the_holdouts_extra_column_is_refused(rows_
         )
 
 
+def test_a_class_the_holdout_lacks_is_named(rows_project, caplog):
+    new = new_rows(rows_project, pd.DataFrame({"x": [9.0, 8.0], "colour": ["blue", "red"], "y": ["c", "a"]}))
+    with caplog.at_level("WARNING"):
+        training_data(rows_project, params_of(rows_project), new, True, rows_project / "artifacts" / "r")
+    assert "the new rows hold class(es) ['c'] that no holdout row has" in caplog.text
+
+
 def test_appending_copies_the_appended_dataframe_not_the_new_one(rows_project):
     """`dvc exp run -C data/incoming/train.csv` failed when git had no data/incoming (DVC makes no parent)."""
     new = new_rows(rows_project, pd.DataFrame({"x": [9.0], "colour": ["blue"], "y": ["a"]}))
