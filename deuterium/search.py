@@ -172,13 +172,18 @@ def _check_value(params: dict, key: str, value: Any, source: str) -> None:
         raise ConfigError(f"search space: {key}: value {value!r} refused: {'; '.join(mine)}") from None
 
 
-def _check_key(params: dict, key: str, values: list, allowed: list[str], split_keys: list[str]) -> None:
+def _check_key(
+    params: dict, key: str, values: list, allowed: list[str], split_keys: list[str], chosen: dict[str, str]
+) -> None:
+    """`chosen`: settings the data type chooses from the training files under these params (key: why)."""
     if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"search space: {key!r}: a setting's dotted name, such as training.learning_rate")
     if _under(key, split_keys):
         raise ConfigError(
             f"search space: {key}: the split stage reads it, so trials would not train on the same folds"
         )
+    if key in chosen:
+        raise ConfigError(f"search space: {key}: {chosen[key]}, so trials would not differ")
     for value in values:
         _check_value(params, key, value, "params")  # an unknown key fails here first
     if not _under(key, allowed):
@@ -220,6 +225,11 @@ def _normalized_space(search: SearchSettings) -> dict[str, list | dict]:
                 raise ConfigError(f"search space: {key}: an empty list of values")
             out[key] = spec
         elif isinstance(spec, dict):
+            if "." not in key and not {"low", "high"} & set(spec):  # `training: {learning_rate: [...]}`
+                raise ConfigError(
+                    f"search space: {key}: a setting's dotted name, such as training.learning_rate: the "
+                    "space is flat (`training.learning_rate: [0.001, 0.01]`), not nested"
+                )
             if search.strategy == "grid":
                 raise ConfigError(f"search space: {key}: a grid takes lists of values, not a range")
             out[key] = _range(key, spec)
@@ -253,9 +263,10 @@ def plan(search: SearchSettings, params_path: Path) -> Plan:
     direction = search.direction or ("maximize" if metrics[metric].greater_is_better else "minimize")
     space = _normalized_space(search)
     allowed, split_keys = _searchable(params_path, type(exp).data_section)
+    chosen = problem.data.chosen_keys(exp)
     for key, spec in space.items():
         values = spec if isinstance(spec, list) else [spec["low"], spec["high"]]
-        _check_key(params, key, values, allowed, split_keys)
+        _check_key(params, key, values, allowed, split_keys, chosen)
     grid: list[dict[str, Any]] = []
     if search.strategy == "manual":
         if not search.trials:
@@ -266,7 +277,7 @@ def plan(search: SearchSettings, params_path: Path) -> Plan:
             raise ConfigError("search space: manual search takes `trials`, not a space")
         for trial in search.trials:
             for key, value in trial.items():
-                _check_key(params, key, [value], allowed, split_keys)
+                _check_key(params, key, [value], allowed, split_keys, chosen)
             grid.append(dict(trial))
     elif not space:
         raise ConfigError(f"search space: empty; {search.strategy} search needs at least one setting to vary")

@@ -64,6 +64,10 @@ def test_the_shipped_search_is_valid(project):
             "low > 0",
         ),
         ({"space": {}}, "search space: empty"),
+        (
+            {"space": {"training": {"learning_rate": [0.001, 0.01]}}},
+            "training: a setting's dotted name, such as training.learning_rate: the space is flat",
+        ),
         ({"metric": "BLEU"}, "search metric: 'BLEU'"),
     ],
 )
@@ -72,6 +76,17 @@ def test_a_bad_space_fails_with_one_line_naming_the_key(project, settings, named
         plan_of(project, **settings)
     assert named in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_a_value_audio_parameters_auto_chooses_is_not_searched(project):
+    """Under auto the split stage's choice replaced each trial's sample rate: identical trials, no word."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["audio"]["audio_parameters"] = "auto"
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    for key, values in (("audio.sample_rate", [8000, 16000]), ("audio.training_chunk_seconds", [0.5, 1.0])):
+        with pytest.raises(ConfigError, match=rf"{key}: audio.audio_parameters auto chooses it"):
+            plan_of(project, space={key: values})
+    assert plan_of(project, space={"audio.mel_frequency_bins": [32, 64]}).keys == ["audio.mel_frequency_bins"]
 
 
 def test_an_unknown_key_of_search_yaml_is_named(tmp_path):

@@ -177,6 +177,11 @@ class DataType:
         training is not the shared loop's (tabular: H2O-3's); None: the shared loop."""
         return None
 
+    def chosen_keys(self, exp: ExperimentBase) -> dict[str, str]:
+        """Settings (dotted keys) this data type chooses from the training files under `exp`, each with why:
+        a search may not vary them (its values would be replaced)."""
+        return {}
+
     def fixed_by_pbt(self) -> list[str]:
         """Settings (dotted keys) a population-based search may not vary: a trial could not continue another
         trial's checkpoint under other values (the shared loop's are checked when its weights load)."""

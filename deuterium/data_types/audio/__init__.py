@@ -69,6 +69,14 @@ class Audio(DataType):
 
         return params.choose(files, exp.audio) if exp.audio.audio_parameters == "auto" else None
 
+    def chosen_keys(self, exp) -> dict[str, str]:
+        from deuterium.data_types.audio.settings import CHOSEN
+
+        if exp.audio.audio_parameters != "auto":
+            return {}
+        why = "audio.audio_parameters auto chooses it from the training files (set audio_parameters: manual to search it)"
+        return {f"audio.{key}": why for key in CHOSEN}
+
     def resolve(self, exp, info: dict):
         from deuterium.data_types.audio import params
 
