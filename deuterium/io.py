@@ -17,23 +17,22 @@ def read_frame(path: Path | str) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such dataframe file")
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".csv", ".tsv"):
+        raise DataError(f"{path}: unsupported dataframe format {path.suffix!r}; use .csv, .tsv or .parquet")
+    sep = "\t" if suffix == ".tsv" else ","
     try:
-        if path.suffix.lower() == ".parquet":
+        if suffix == ".parquet":
             return pd.read_parquet(path)
-        if path.suffix.lower() in (".csv", ".tsv"):
-            sep = "\t" if path.suffix.lower() == ".tsv" else ","
-            frame = pd.read_csv(path, sep=sep)
-            header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str).iloc[0].dropna()
+        frame = pd.read_csv(path, sep=sep)
+        header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str).iloc[0].dropna()
     except Exception as err:  # pandas/pyarrow raise many types for a broken file
         raise DataError(f"{path}: cannot be read as a dataframe ({type(err).__name__}: {err})") from None
-    else:
-        if path.suffix.lower() in (".csv", ".tsv"):
-            # pandas renames a second `price` to `price.1`: a column the user never named, found missing later
-            twice = sorted(set(header[header.duplicated()]))
-            if twice:
-                raise DataError(f"{path}: column(s) {twice} appear more than once in the header; rename them")
-            return frame
-    raise DataError(f"{path}: unsupported dataframe format {path.suffix!r}; use .csv, .tsv or .parquet")
+    # pandas renames a second `price` to `price.1`: a column the user never named, found missing later
+    twice = sorted(set(header[header.duplicated()]))
+    if twice:
+        raise DataError(f"{path}: column(s) {twice} appear more than once in the header; rename them")
+    return frame
 
 
 def _atomic(path: Path, write) -> None:
