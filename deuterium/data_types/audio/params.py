@@ -22,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from deuterium.data_types.audio import io
 from deuterium.data_types.audio.settings import CHOSEN, AudioSettings
@@ -68,8 +69,8 @@ def _manual(audio: AudioSettings, chosen: dict) -> AudioSettings:
     kept = {key: getattr(audio, key) for key in audio.model_fields_set - {"audio_parameters", *CHOSEN}}
     try:
         return AudioSettings(**{**kept, **chosen, "audio_parameters": "manual"})
-    except ValueError as err:
-        reason = err.errors()[0]["msg"].removeprefix("Value error, ") if hasattr(err, "errors") else err
+    except ValidationError as err:
+        reason = err.errors()[0]["msg"].removeprefix("Value error, ")
         raise DataError(
             f"audio_parameters auto chose sample_rate {chosen['sample_rate']}: {reason}; "
             "change that setting or set audio_parameters: manual"
