@@ -20,6 +20,17 @@ log = logging.getLogger(__name__)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+def _beyond_float32(values: np.ndarray) -> np.ndarray:
+    """Row positions of numbers the graph's float32 input cannot hold (inf, or beyond +-3.4e38); not NaN."""
+    return np.flatnonzero(~np.isnan(values) & ~(np.abs(values) <= FLOAT32_MAX))
+
+
+def _not_float32(value: float) -> str:
+    return (
+        f"{value!r} is not a finite float32 number (an empty cell for unknown, or a number within +-3.4e38)"
+    )
+
+
 def check_response(frame: pd.DataFrame, exp) -> None:
     """The response column exists, and its kind fits the distribution."""
     s, response = exp.tabular, exp.dataset.label_columns[0]
@@ -109,17 +120,8 @@ def check_rows(frame: pd.DataFrame, train: pd.DataFrame, exp, most: int = 10) ->
                     "dataframe's column is numeric (an empty cell for unknown)",
                 )
             )
-        beyond = numbers.notna() & ~(numbers.abs() <= FLOAT32_MAX)
-        for i in np.flatnonzero(beyond.to_numpy())[:most]:
-            found.append(
-                (
-                    int(i),
-                    str(name),
-                    float(numbers[i]),
-                    f"{float(numbers[i])!r} is not a finite float32 number "
-                    "(an empty cell for unknown, or a number within +-3.4e38)",
-                )
-            )
+        for i in _beyond_float32(numbers.to_numpy(dtype=np.float64, na_value=np.nan))[:most]:
+            found.append((int(i), str(name), float(numbers[i]), _not_float32(float(numbers[i]))))
     return found
 
 
@@ -154,7 +156,7 @@ def fit(frame: pd.DataFrame, exp) -> list[dict]:
         present = v[~missing] if missing.any() else v
         if not len(present):
             raise DataError(_all_missing(name))
-        beyond = np.flatnonzero(~missing & ~(np.abs(v) <= FLOAT32_MAX))  # the graph's input is float32
+        beyond = _beyond_float32(v)  # validate names these first; the split stage may run on its own
         if len(beyond):
             i = int(beyond[0])
             raise DataError(
