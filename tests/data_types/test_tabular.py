@@ -16,6 +16,7 @@ from dvclive import Live
 from safetensors.torch import load_file
 
 from deuterium import config, export, problems, scoring
+from deuterium import io as dio
 from deuterium.data_types.tabular import trainer
 from deuterium.data_types.tabular.decode import TabularDecoder
 from deuterium.errors import ConfigError, DataError, InputError
@@ -394,6 +395,37 @@ def test_a_number_written_as_text_is_the_level_of_that_number():
         "levels": ["1.0", "2.0", "3.0", "?"],
     }  # exported before: its levels as the CSV had them
     assert TabularDecoder({"columns": [old_model]}).load({"grade": 2})[0] == 1
+
+
+def test_a_parquet_frame_of_nullable_and_date_columns_trains_as_the_service_scores(tmp_path):
+    """Parquet keeps pandas' types: a nullable boolean's missing cell is pandas' NA (neither None nor NaN),
+    and a date column is datetime64, whose numpy text is not pandas'. Training must give each row the codes
+    that the service gives the same row sent as JSON (a date as pandas writes it)."""
+    frame = table_frame()
+    frame["ok"] = pd.array(np.arange(len(frame)) % 2 == 0, dtype="boolean")
+    frame.loc[3, "ok"] = pd.NA
+    frame["day"] = pd.Timestamp("2020-01-01") + pd.to_timedelta(frame.index % 4, unit="D")
+    frame.loc[5, "day"] = pd.NaT
+    frame["count"] = pd.array(frame.index % 7, dtype="Int64")
+    frame.loc[6, "count"] = pd.NA
+    frame.to_parquet(tmp_path / "train.parquet", index=False)
+    frame = dio.read_frame(tmp_path / "train.parquet")
+    exp, problem = experiment("tabular_classification", frame)
+    specs = {c["name"]: c for c in exp.tabular.columns}
+    assert specs["day"]["levels"] == [f"2020-01-0{d} 00:00:00" for d in range(1, 5)]
+    matrix = trainer.frame_matrix(exp.tabular.columns, frame)
+    decoder = TabularDecoder(problem.data.preprocessing(exp))
+    for i in (0, 1, 3, 5, 6):  # a missing boolean, date and count among them
+        row = {c: None if pd.isna(v) else v for c, v in frame.iloc[i].items()}
+        row["day"] = None if row["day"] is None else str(row["day"])
+        row["count"] = None if row["count"] is None else int(row["count"])
+        row["ok"] = None if row["ok"] is None else bool(row["ok"])
+        np.testing.assert_array_equal(matrix[i], decoder.load(row), err_msg=f"row {i}")
+    names = [c["name"] for c in exp.tabular.columns]
+    missing_level = {n: specs[n]["n_codes"] - 1 for n in ("ok", "day")}
+    assert matrix[3, names.index("ok")] == missing_level["ok"]
+    assert matrix[5, names.index("day")] == missing_level["day"]
+    assert matrix[0, names.index("day")] == 0 and np.isnan(matrix[6, names.index("count")])
 
 
 def test_missing_values_skip_drops_rows_and_mean_imputation_fills():

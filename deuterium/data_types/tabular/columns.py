@@ -180,7 +180,20 @@ def _all_missing(name) -> str:
     return f"column {name!r}: every value is missing; drop it or list it in tabular.ignored_columns"
 
 
+def decoder_values(values: pd.Series) -> np.ndarray:
+    """A column's cells as the decoder takes them from a JSON row (and `serving.score` from a file's row):
+    a missing cell None, a date or a duration its text as pandas writes one value ("2020-02-24 00:00:00").
+    numpy's own forms differ: pandas' NA (a nullable column of a Parquet file) is neither None nor NaN,
+    and a datetime64 reads "2020-02-24T00:00:00.000000", a level that the fitted columns would not hold."""
+    if pd.api.types.is_datetime64_any_dtype(values) or pd.api.types.is_timedelta64_dtype(values):
+        return np.array([None if pd.isna(v) else str(v) for v in values.astype(object)], dtype=object)
+    if isinstance(values.dtype, pd.api.extensions.ExtensionDtype):  # nullable, categorical, string
+        return values.to_numpy(dtype=object, na_value=None)
+    return values.to_numpy()
+
+
 def _categorical(name: str, values: pd.Series, s) -> dict:
+    values = pd.Series(decoder_values(values), dtype=object)
     texts = values.dropna().map(level_text)
     levels = sorted(texts.unique().tolist())
     spec: dict = {"name": name, "kind": "categorical", "levels": levels}

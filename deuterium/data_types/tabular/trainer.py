@@ -35,6 +35,7 @@ from sklearn import metrics as skm
 from torch import nn
 
 from deuterium import config, io, paths
+from deuterium.data_types.tabular.columns import decoder_values
 from deuterium.data_types.tabular.decode import encode
 from deuterium.data_types.tabular.model import LOG_LINK, Dropout, TabularNet, apply_max_w2, gedeon
 from deuterium.data_types.tabular.settings import ARCHITECTURE, StoppingMetric
@@ -51,7 +52,7 @@ LOWER_IS_BETTER = set(get_args(StoppingMetric)) - {"auto", "AUC", "AUCPR"}
 
 def frame_matrix(columns: list[dict], frame: pd.DataFrame) -> np.ndarray:
     """The graph's features of a whole frame (the decoder's own `encode`, on columns)."""
-    return encode(columns, {c: frame[c].to_numpy() for c in frame.columns}, len(frame))
+    return encode(columns, {c: decoder_values(frame[c]) for c in frame.columns}, len(frame))
 
 
 # ---------------------------------------------------------------------------------- metrics
