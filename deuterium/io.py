@@ -27,12 +27,39 @@ def read_frame(path: Path | str) -> pd.DataFrame:
         frame = pd.read_csv(path, sep=sep)
         header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str).iloc[0].dropna()
     except Exception as err:  # pandas/pyarrow raise many types for a broken file
-        raise DataError(f"{path}: cannot be read as a dataframe ({type(err).__name__}: {err})") from None
+        reason = f"{type(err).__name__}: {err}"
+        raise DataError(
+            f"{path}: cannot be read as a dataframe ({reason}){_other_separator(path, sep)}"
+        ) from None
+    if frame.shape[1] == 1 and (hint := _other_separator(path, sep)):
+        raise DataError(f"{path}: the header is one column, {str(frame.columns[0])[:80]!r}{hint}")
     # pandas renames a second `price` to `price.1`: a column the user never named, found missing later
     twice = sorted(set(header[header.duplicated()]))
     if twice:
         raise DataError(f"{path}: column(s) {twice} appear more than once in the header; rename them")
     return frame
+
+
+def _other_separator(path: Path, sep: str) -> str:
+    """A hint when the first line is separated by something other than `sep` (a spreadsheet's export in
+    a locale that writes decimal commas separates by ';'); "" when it is not."""
+    try:
+        with path.open(encoding="utf-8", errors="replace", newline="") as f:
+            first = f.readline(100_000)
+    except OSError:
+        return ""
+    if sep in first:
+        return ""
+    found = next((c for c in (";", "\t", "|", ",") if c != sep and c in first), None)
+    if found is None:
+        return ""
+    if found == ",":  # a comma-separated file named .tsv
+        return "; its first line is separated by ',': name the file .csv"
+    if found == "\t":
+        return "; its first line is separated by tabs: name the file .tsv"
+    return (
+        f"; its first line is separated by {found!r}: save the file separated by commas (.csv) or tabs (.tsv)"
+    )
 
 
 def _atomic(path: Path, write) -> None:

@@ -9,6 +9,7 @@ import pytest  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 from deuterium import config, validation  # noqa: E402
+from deuterium import io as dio  # noqa: E402
 from deuterium.errors import DataError  # noqa: E402
 
 RATE = 8000
@@ -266,3 +267,17 @@ def test_a_column_named_twice_in_the_header_is_named(tmp_path, audio):
     message, report = failing(tmp_path, exp)
     assert "column(s) ['label'] appear more than once in the header" in message
     assert problems(report) == [(None, None, "dataframe readable")]
+
+
+def test_a_csv_separated_by_semicolons_is_said_so(tmp_path, audio):
+    """A spreadsheet saved where decimals take a comma separates by ';': pandas reads one column named
+    'file;label' (or fails on a decimal comma), and the user would next hear 'no column file'."""
+    exp = experiment(tmp_path, "file;label;weight\na.wav;yes;1,5\nb.wav;no;2\n")
+    message, report = failing(tmp_path, exp)
+    assert "its first line is separated by ';': save the file separated by commas (.csv)" in message
+    assert problems(report) == [(None, None, "dataframe readable")]
+    (tmp_path / "fine.csv").write_text("file\na.wav\n")  # one column, no other separator: read as it is
+    assert list(dio.read_frame(tmp_path / "fine.csv").columns) == ["file"]
+    (tmp_path / "comma.tsv").write_text("file,label\na.wav,yes\n")
+    with pytest.raises(DataError, match=r"comma.tsv: the header is one column.*name the file .csv"):
+        dio.read_frame(tmp_path / "comma.tsv")
