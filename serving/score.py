@@ -43,13 +43,27 @@ class Item:
     row: dict | None = None  # a frame's row (column -> value), for a data type whose input is a row
 
 
-def frame_rows(path: Path, numeric: frozenset[str] = frozenset()) -> list[Item]:
-    """Every row of a dataframe file, as the decoder takes it: column -> value, a missing value None.
+def frame_rows(path: Path, columns: list[dict] = ()) -> list[Item]:
+    """Every row of a dataframe file, as the decoder takes it: column -> value, a missing value None; one
+    failure for the whole file when it lacks one of the model's `columns` (not one per row).
 
-    `numeric`: the model's numeric columns. One cell that is not a number makes pandas read a whole CSV
+    The model's numeric columns: one cell that is not a number makes pandas read a whole CSV
     column as text; its cells that are numbers are numbers again here, so only the rows with the bad cell
     fail (naming it), not every row."""
     frame = dio.read_frame(path)
+    missing = sorted({c["name"] for c in columns} - set(frame.columns))
+    if missing:
+        shown = ", ".join(map(repr, missing[:10])) + (
+            f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        )
+        return [
+            Item(
+                str(path),
+                None,
+                f"{path}: no column {shown}: the model was trained with it (an empty cell when unknown)",
+            )
+        ]
+    numeric = {c["name"] for c in columns if c.get("kind") != "categorical"}
     for name in numeric & set(frame.columns):
         if not pd.api.types.is_numeric_dtype(frame[name]):  # text (pandas 3: str, else object)
             parsed = pd.to_numeric(frame[name], errors="coerce")
@@ -64,14 +78,14 @@ def collect(
     suffixes: frozenset[str],
     data_folder: Path | None = None,
     rows_are_inputs: bool = False,
-    numeric: frozenset[str] = frozenset(),
+    columns: list[dict] = (),
 ) -> list[Item]:
     """`rows_are_inputs`: the model's data type reads no files, so a dataframe file is rows to score
-    (`numeric`: the model's numeric columns, see frame_rows)."""
+    (`columns`: the model's input columns, see frame_rows)."""
     items: list[Item] = []
     for given in inputs:
         if rows_are_inputs and given.suffix.lower() in FRAME_SUFFIXES:
-            items += frame_rows(given, numeric)
+            items += frame_rows(given, columns)
         elif given.is_dir():
             found = sorted(p for p in given.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
             if not found:
@@ -180,10 +194,8 @@ def main(
     rows_are_inputs = not data_type.column_key  # no column of files: a row of values is the input
     if not rows_are_inputs:
         column = column or scorer.pre.column or data_type.dataset_fields[data_type.column_key][1]
-    numeric = frozenset(
-        c["name"] for c in scorer.pre.input.get("columns") or [] if c.get("kind") != "categorical"
-    )
-    items = collect(inputs, column or "", data_type.file_suffixes, data_folder, rows_are_inputs, numeric)
+    columns = scorer.pre.input.get("columns") or []
+    items = collect(inputs, column or "", data_type.file_suffixes, data_folder, rows_are_inputs, columns)
     _check_out(out, [*inputs, *(item.path for item in items if item.path is not None)])
     key = "row" if rows_are_inputs else "file"
     rows, failures = score(scorer, items, key)

@@ -730,6 +730,16 @@ def test_the_standalone_scorer_scores_every_row_of_a_frame(stages_run, tmp_path,
     assert pd.read_csv(tmp_path / "t.csv").row.tolist() == [f"{tmp_path / 'typo.csv'}:{i}" for i in (1, 2, 4)]
     assert f"{tmp_path / 'typo.csv'}:3: x1: '1,5' is not a number" in caplog.text
 
+    # a file without a column the model takes: one failure naming it, not one per row; the others score
+    table_frame(50, seed=4).drop(columns="x2").to_csv(tmp_path / "no_x2.csv", index=False)
+    caplog.clear()
+    assert score.main(model, [tmp_path / "no_x2.csv", tmp_path / "typo.csv"], tmp_path / "u.csv") == 2
+    said = [r.getMessage() for r in caplog.records if "no_x2.csv" in r.getMessage()]
+    assert said == [
+        f"failed: {tmp_path / 'no_x2.csv'}: no column 'x2': the model was trained with it (an empty cell when unknown)"
+    ]
+    assert len(pd.read_csv(tmp_path / "u.csv")) == 3  # typo.csv's good rows
+
 
 def test_the_retrain_flow_scores_the_holdout_rows_with_an_exported_model(stages_run):
     """flows/retrain.py scores champion and challenger again on the holdout: here, its rows."""
