@@ -1,4 +1,5 @@
-"""Run a stage's main() for the command line: a DeuteriumError becomes one clear line and exit 1."""
+"""Run a stage's main() for the command line: a DeuteriumError becomes one clear line and exit 1, Ctrl-C one
+line and exit 130."""
 
 from __future__ import annotations
 
@@ -26,3 +27,11 @@ def run(fn, *args, **kwargs):
     except DeuteriumError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback through torch that buries DVC's own
+        print(INTERRUPTED, file=sys.stderr)
+        sys.exit(130)  # the shell's code for SIGINT
+
+
+INTERRUPTED = (
+    "interrupted; run the same command again (training continues from the last epoch it saved, if any)"
+)
