@@ -18,6 +18,7 @@ import csv
 import io
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,7 @@ class Item:
     row: dict | None = None  # a frame's row (column -> value), for a data type whose input is a row
 
 
-def frame_rows(path: Path, columns: list[dict] = ()) -> list[Item]:
+def frame_rows(path: Path, columns: Sequence[dict] = ()) -> list[Item]:
     """Every row of a dataframe file, as the decoder takes it: column -> value, a missing value None; one
     failure for the whole file when it lacks one of the model's `columns` (not one per row).
 
@@ -60,7 +61,8 @@ def frame_rows(path: Path, columns: list[dict] = ()) -> list[Item]:
             Item(
                 str(path),
                 None,
-                f"{path}: no column {shown}: the model was trained with it (an empty cell when unknown)",
+                f"{path}: no column{'s' if len(missing) > 1 else ''} {shown}: the model was trained with "
+                f"{'them' if len(missing) > 1 else 'it'} (an empty cell when unknown)",
             )
         ]
     numeric = {c["name"] for c in columns if c.get("kind") != "categorical"}
@@ -78,7 +80,7 @@ def collect(
     suffixes: frozenset[str],
     data_folder: Path | None = None,
     rows_are_inputs: bool = False,
-    columns: list[dict] = (),
+    columns: Sequence[dict] = (),
 ) -> list[Item]:
     """`rows_are_inputs`: the model's data type reads no files, so a dataframe file is rows to score
     (`columns`: the model's input columns, see frame_rows)."""
