@@ -46,12 +46,16 @@ class Item:
 
 def frame_rows(path: Path, columns: Sequence[dict] = ()) -> list[Item]:
     """Every row of a dataframe file, as the decoder takes it: column -> value, a missing value None; one
-    failure for the whole file when it lacks one of the model's `columns` (not one per row).
+    failure for the whole file when it cannot be read or lacks one of the model's `columns` (not one per
+    row, and not the end of the run: the other inputs are still scored).
 
     The model's numeric columns: one cell that is not a number makes pandas read a whole CSV
     column as text; its cells that are numbers are numbers again here, so only the rows with the bad cell
     fail (naming it), not every row."""
-    frame = dio.read_frame(path)
+    try:
+        frame = dio.read_frame(path)
+    except DataError as err:
+        return [Item(str(path), None, str(err) if str(path) in str(err) else f"{path}: {err}")]
     missing = sorted({c["name"] for c in columns} - set(frame.columns))
     if missing:
         shown = ", ".join(map(repr, missing[:10])) + (
@@ -103,8 +107,8 @@ def collect(
 
 
 def _from_csv(path: Path, column: str, folder: Path) -> list[Item]:
-    if not path.is_file():
-        raise DataError(f"{path}: no such CSV file")
+    if not path.is_file():  # one failure, like a missing file given on its own: the others still score
+        return [Item(str(path), None, f"{path}: no such CSV file")]
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
         if column not in (reader.fieldnames or []):

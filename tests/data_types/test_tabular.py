@@ -738,6 +738,20 @@ def test_the_standalone_scorer_scores_every_row_of_a_frame(stages_run, tmp_path,
     assert said == [
         f"failed: {tmp_path / 'no_x2.csv'}: no column 'x2': the model was trained with it (an empty cell when unknown)"
     ]
+
+    # a file that cannot be read, or is not there, is one failure too: the run goes on to the others
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    caplog.clear()
+    given = [tmp_path / "broken.parquet", tmp_path / "gone.csv", tmp_path / "some.parquet"]
+    assert score.main(model, given, tmp_path / "v.csv") == 2
+    assert pd.read_csv(tmp_path / "v.csv").row.tolist() == [
+        f"{tmp_path / 'some.parquet'}:{i}" for i in (1, 2, 3)
+    ]
+    failed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("failed: ")]
+    assert [m.split(":")[1].strip() for m in failed] == [
+        str(tmp_path / "broken.parquet"),
+        str(tmp_path / "gone.csv"),
+    ]
     assert len(pd.read_csv(tmp_path / "u.csv")) == 3  # typo.csv's good rows
 
 

@@ -36,6 +36,7 @@ def test_cli_scores_the_good_files_and_names_the_bad_ones(model_dir, inputs):
         "clips",
         "list.csv",
         "nothere.mp3",
+        "gone.csv",
         "--out",
         str(out),
         "--providers",
@@ -49,7 +50,7 @@ def test_cli_scores_the_good_files_and_names_the_bad_ones(model_dir, inputs):
         text=True,
     )
     assert done.returncode == 1
-    for bad in ("clips/broken.ogg", "clips/gone.wav", "list.csv:4", "nothere.mp3"):
+    for bad in ("clips/broken.ogg", "clips/gone.wav", "list.csv:4", "nothere.mp3", "gone.csv: no such CSV"):
         assert f"failed: {bad}" in done.stderr
     rows = _read(out)
     assert [r["file"] for r in rows] == ["clips/a.wav", "clips/sub/b.flac", "clips/a.wav"]
