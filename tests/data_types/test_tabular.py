@@ -365,6 +365,22 @@ def test_a_text_column_of_mostly_numbers_is_said(caplog):
     assert not [r for r in caplog.records if "'colour'" in r.getMessage()]  # real text: nothing said
 
 
+def test_a_text_column_of_all_different_values_is_said(caplog):
+    """An identifier or a date read as text is a categorical column of one level per row: said, with the
+    way out (ignored_columns); a column with repeated levels is not."""
+    frame = table_frame()
+    frame["customer"] = [f"C-{i:05d}" for i in range(len(frame))]
+    with caplog.at_level("WARNING", logger="deuterium.data_types.tabular.columns"):
+        experiment("tabular_classification", frame)
+    said = [r.getMessage() for r in caplog.records if "'customer'" in r.getMessage()]
+    assert said and "every one of its 200 values is different" in said[0] and "ignored_columns" in said[0]
+    assert not [r for r in caplog.records if "'colour'" in r.getMessage()]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="deuterium.data_types.tabular.columns"):
+        experiment("tabular_classification", frame, ignored_columns=["customer"])
+    assert "'customer'" not in caplog.text
+
+
 def test_many_levels_are_hashed_into_max_categorical_features_buckets():
     frame = table_frame()
     frame["colour"] = [f"c{i}" for i in range(len(frame))]

@@ -196,6 +196,14 @@ def _categorical(name: str, values: pd.Series, s) -> dict:
     values = pd.Series(decoder_values(values), dtype=object)
     texts = values.dropna().map(level_text)
     levels = sorted(texts.unique().tolist())
+    if len(texts) >= 20 and len(levels) == len(texts):
+        log.warning(
+            "column %r: every one of its %d values is different (an identifier, a date or free text?): as a "
+            "categorical column it tells the model nothing about a row it has not seen; list it in "
+            "tabular.ignored_columns unless that is what you want",
+            name,
+            len(texts),
+        )
     spec: dict = {"name": name, "kind": "categorical", "levels": levels}
     if len(levels) > s.max_categorical_features:  # H2O-3's feature hashing
         spec.update(levels=[], hashed=True, n_codes=s.max_categorical_features + 1)
