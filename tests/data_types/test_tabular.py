@@ -413,6 +413,27 @@ def test_a_number_written_as_text_is_the_level_of_that_number():
     assert TabularDecoder({"columns": [old_model]}).load({"grade": 2})[0] == 1
 
 
+def test_a_boolean_column_takes_json_true_and_its_text_spellings(tmp_path):
+    """pandas reads a CSV's true/TRUE/True as a boolean column (levels "True", "False"); a client sending
+    JSON's true or the text "true" means that level, not the missing one."""
+    frame = table_frame()
+    frame["member"] = frame.index % 2 == 0
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    text = (tmp_path / "t.csv").read_text().replace("True", "true").replace("False", "FALSE")
+    (tmp_path / "t.csv").write_text(text)
+    exp, problem = experiment("tabular_classification", pd.read_csv(tmp_path / "t.csv"))
+    spec = next(c for c in exp.tabular.columns if c["name"] == "member")
+    assert spec["levels"] == ["False", "True"]
+    decoder = TabularDecoder(problem.data.preprocessing(exp))
+    row = {"x1": 0.0, "x2": 0.0, "colour": "red"}
+    j = [c["name"] for c in exp.tabular.columns].index("member")
+    for same in (True, np.True_, "true", "TRUE", " True"):
+        assert decoder.load({**row, "member": same})[j] == 1, same
+    assert (
+        decoder.load({**row, "member": "false"})[j] == 0 and decoder.load({**row, "member": "maybe"})[j] == 2
+    )
+
+
 def test_a_parquet_frame_of_nullable_and_date_columns_trains_as_the_service_scores(tmp_path):
     """Parquet keeps pandas' types: a nullable boolean's missing cell is pandas' NA (neither None nor NaN),
     and a date column is datetime64, whose numpy text is not pandas'. Training must give each row the codes

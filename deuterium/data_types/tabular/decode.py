@@ -36,15 +36,22 @@ def _missing(value: Any) -> bool:
 
 
 WHOLE_NUMBER_TEXT = re.compile(r"([+-]?\d+)\.0*")
+BOOL_TEXT = {"true": "True", "false": "False"}  # str(True), str(np.True_): a boolean column's levels
 
 
 def level_text(value: Any) -> str:
     """A categorical value as its level's name: 3, 3.0, "3" and "3.0" are one level. A column that one
-    bad cell made text holds "3.0" where a test frame's numeric column (or a JSON number) holds 3.0."""
+    bad cell made text holds "3.0" where a test frame's numeric column (or a JSON number) holds 3.0.
+    Likewise true, "true", "TRUE" and "True" are one level: pandas reads all three spellings of a CSV
+    as a boolean ("True"), and a client may send JSON's true or the text."""
     if isinstance(value, float | np.floating) and float(value).is_integer():
         return str(int(value))
-    if isinstance(value, str) and (whole := WHOLE_NUMBER_TEXT.fullmatch(value.strip())):
-        return str(int(whole.group(1)))
+    if isinstance(value, str):
+        text = value.strip()
+        if whole := WHOLE_NUMBER_TEXT.fullmatch(text):
+            return str(int(whole.group(1)))
+        if text.lower() in BOOL_TEXT:
+            return BOOL_TEXT[text.lower()]
     return str(value)
 
 
