@@ -26,6 +26,8 @@ def read_frame(path: Path | str) -> pd.DataFrame:
             return pd.read_parquet(path)
         frame = pd.read_csv(path, sep=sep)
         header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str).iloc[0].dropna()
+    except UnicodeDecodeError:
+        raise DataError(_not_utf8(path)) from None
     except Exception as err:  # pandas/pyarrow raise many types for a broken file
         reason = f"{type(err).__name__}: {err}"
         raise DataError(
@@ -38,6 +40,21 @@ def read_frame(path: Path | str) -> pd.DataFrame:
     if twice:
         raise DataError(f"{path}: column(s) {twice} appear more than once in the header; rename them")
     return frame
+
+
+def _not_utf8(path: Path) -> str:
+    """Name the first line that is not UTF-8 (pandas' own message gives a byte offset into a buffer)."""
+    with path.open("rb") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                text = line.decode("latin-1").rstrip("\r\n")
+                return (
+                    f"{path}: line {number} is not UTF-8 text (byte {line[err.start]:#04x} in "
+                    f"{text[:80]!r}): save the file as UTF-8 (a spreadsheet's 'CSV UTF-8')"
+                )
+    return f"{path}: not UTF-8 text: save the file as UTF-8 (a spreadsheet's 'CSV UTF-8')"
 
 
 def _other_separator(path: Path, sep: str) -> str:

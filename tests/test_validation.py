@@ -281,3 +281,16 @@ def test_a_csv_separated_by_semicolons_is_said_so(tmp_path, audio):
     (tmp_path / "comma.tsv").write_text("file,label\na.wav,yes\n")
     with pytest.raises(DataError, match=r"comma.tsv: the header is one column.*name the file .csv"):
         dio.read_frame(tmp_path / "comma.tsv")
+
+
+def test_a_csv_that_is_not_utf8_names_its_line(tmp_path, audio):
+    """A spreadsheet's export in a Windows code page: pandas says 'can't decode byte 0xe9 in position 3',
+    an offset into its buffer; the user needs the line, and what to save instead."""
+    exp = experiment(tmp_path, "file,label\n")
+    (tmp_path / "train.csv").write_bytes("file,label\na.wav,yes\nb.wav,café\n".encode("cp1252"))
+    message, report = failing(tmp_path, exp)
+    assert "train.csv: line 3 is not UTF-8 text (byte 0xe9 in 'b.wav,café')" in message
+    assert "save the file as UTF-8" in message
+    assert problems(report) == [(None, None, "dataframe readable")]
+    (tmp_path / "bom.csv").write_bytes("\ufefffile,label\na.wav,yes\n".encode())  # Excel's 'CSV UTF-8'
+    assert list(dio.read_frame(tmp_path / "bom.csv").columns) == ["file", "label"]
