@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -203,10 +205,9 @@ def _train_in_processes(
     settings = exp.model_dump(mode="json")
     context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools mid-use
     init = (threads, 1 / processes, logging.getLogger().getEffectiveLevel())
-    with ProcessPoolExecutor(
-        processes, mp_context=context, initializer=_start_process, initargs=init
-    ) as pool:
-        futures = {}
+    pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_start_process, initargs=init)
+    futures = {}
+    with _children_ignore_ctrl_c():  # the processes start at the first submits
         for fold, seed_index in keys:
             _exp, _problem, *args = run_args(fold)
             curves_of_run = curves / f"fold{fold:03d}.seed{seed_index:03d}"
@@ -214,16 +215,38 @@ def _train_in_processes(
             futures[fold, seed_index] = pool.submit(
                 _train_run, trainer, settings, args, run_kwargs, curves_of_run
             )
-        try:
-            return {key: future.result() for key, future in futures.items()}
-        except BrokenProcessPool as err:
-            raise DataError(
-                "a training process died (killed, or out of memory?); train the folds one at a time with "
-                "environment.parallel_folds: 1"
-            ) from err
-        finally:
-            for future in futures.values():
-                future.cancel()
+    try:
+        return {key: future.result() for key, future in futures.items()}
+    except BrokenProcessPool as err:
+        raise DataError(
+            "a training process died (killed, or out of memory?); train the folds one at a time with "
+            "environment.parallel_folds: 1"
+        ) from err
+    except KeyboardInterrupt:
+        # the processes ignore Ctrl-C (see _children_ignore_ctrl_c); ProcessPoolExecutor has no public way
+        # to stop a running task before Python 3.14's terminate_workers, so its process table is used
+        for process in list(pool._processes.values()):
+            process.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _children_ignore_ctrl_c():
+    """Processes started inside ignore SIGINT, which they inherit across spawn's exec: Ctrl-C reaches
+    the whole process group, and each training process (often still importing torch) printed a
+    KeyboardInterrupt traceback of its own above the stage's one line. The stage stops them instead.
+    Only the main thread can set a signal handler (a flow may run the stage in a worker thread: there
+    Ctrl-C is not the stage's to handle, and nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _merge_curves(runs: Path, into: Path) -> None:
