@@ -113,6 +113,36 @@ class WrongMediaType(RequestError):
     error_code = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
 
 
+class ClientErrorsInOneLine(logging.Filter):
+    """BentoML logs every exception an API raises at ERROR with its traceback before it answers, a 4xx
+    included (_bentoml_impl/server/app.py, log_exception): a hostile client could fill the log with
+    tracebacks and bury the server's real errors. A client's mistake is one WARNING line, its status
+    and message, no traceback; a 5xx is left as BentoML logs it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pydantic import ValidationError
+
+        err = record.exc_info[1] if record.exc_info else None
+        if isinstance(err, RequestError):
+            status = int(err.error_code)
+        elif isinstance(err, ValidationError):  # BentoML answers a request that fails its schema with 400
+            status = HTTPStatus.BAD_REQUEST
+        else:
+            return True
+        if status >= 500:
+            return True
+        said = " ".join(str(err).split())
+        where = record.getMessage().removeprefix("Exception on ")  # "/predict [POST]"
+        record.msg, record.args = "%s: %d %s", (where, status, said[:300])
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+# the logger of BentoML's log_exception; this module is imported by every worker process
+logging.getLogger("bentoml._internal.server.http_app").addFilter(ClientErrorsInOneLine())
+
+
 # Examples for the OpenAPI page (/docs.json, and the Swagger UI at /). OpenAPI 3.0: one `example` each.
 EXAMPLE_ITEM = {"label": "7", "probabilities": {"1": 0.01, "7": 0.96, "9": 0.03}}
 EXAMPLE_ID = {"model": "fsdd-digits", "version": "kx3mdbhvzcfbqaav"}

@@ -17,10 +17,16 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def service_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The server's folder: its BentoML homes and its log, serve.log."""
+    return tmp_path_factory.mktemp("service")
+
+
+@pytest.fixture(scope="session")
+def server(model_dir: Path, service_dir: Path):
     """The real service: package -> export -> import into a fresh BENTOML_HOME -> `bentoml serve`
     (production mode); its URL. No request of any test may have made a 5xx."""
-    tmp = tmp_path_factory.mktemp("service")
+    tmp = service_dir
     tag = package(model_dir, tmp / "package", tmp / "build_home")
     # Serve from a bento exported and imported into an empty home: the model must travel inside it.
     run(
@@ -46,3 +52,5 @@ def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     finally:
         text = (tmp / "serve.log").read_text()
         assert " (status=5" not in text, "a request made a 5xx; see " + str(tmp / "serve.log")
+        # every bad request of the tests was a 4xx: one WARNING line each, never a traceback
+        assert "Traceback" not in text, "a request logged a traceback; see " + str(tmp / "serve.log")

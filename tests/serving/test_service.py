@@ -289,6 +289,23 @@ def test_bad_requests_get_a_clear_4xx(server, clips):
     assert not failures, "\n".join(failures)
 
 
+def test_a_bad_request_is_one_warning_line_in_the_log_not_a_traceback(server, service_dir):
+    """BentoML logs an API's exception at ERROR with its traceback, a 400 too: a hostile client would fill
+    the log with them. One WARNING line naming the route, the status and the message instead."""
+    r = requests.post(
+        f"{server}/predict_json", json={"input": {"waveform": [], "sample_rate": 8000}}, timeout=60
+    )
+    assert r.status_code == 400
+    log = service_dir / "serve.log"
+    for _ in range(50):  # the worker's line reaches the file shortly after the answer
+        said = [line for line in log.read_text().splitlines() if "/predict_json" in line and ": 400 " in line]
+        if said:
+            break
+        time.sleep(0.1)
+    assert said and "WARNING" in said[-1] and r.json()["error"][:40] in said[-1], said
+    assert "Traceback" not in log.read_text()
+
+
 def test_health_and_probes(server):
     assert requests.get(f"{server}/livez").status_code == 200
     assert requests.get(f"{server}/readyz").status_code == 200
