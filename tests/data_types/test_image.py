@@ -282,3 +282,42 @@ def test_waiting_pieces_of_many_shapes_are_bounded():
         averager.add([np.zeros((size, size, 1), np.uint8)])
         assert sum(len(g) for g in averager.pending.values()) < 4
     assert averager.result().shape == (20, 2) and sum(waiting) == 20
+
+
+def test_16_bit_is_scaled_by_whole_numbers_as_by_floats():
+    """Every 16-bit value maps to round(v / 257), as the float64 formula did, without a float copy of the
+    image (8 bytes a pixel: 5.6 GB for a 16-bit grey upload near image.max_pixels in the service)."""
+    values = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    want = np.round(values.astype(np.float64) / 257).astype(np.uint8)
+    assert np.array_equal(decode._to_8_bit(np.asarray(Image.fromarray(values)), "I;16"), want)
+    assert np.array_equal(decode.ImageDecoder({"channels": 1}).load(_png(values))[..., 0], want)
+    assert decode._to_8_bit(np.array([[-5, 70000]], np.int32), "I").tolist() == [[0, 255]]
+
+
+def _save(array: np.ndarray, path: Path, **kw) -> Path:
+    Image.fromarray(array).save(path, **kw)
+    return path
+
+
+def test_a_large_image_is_shrunk_by_a_whole_factor_keeping_what_the_model_needs(tmp_path, photo):
+    """decoded_min_side (4 x image_size): the shorter side stays at least that, so the graph never makes
+    float copies of tens of megapixels; training decodes alike. Without the key (a model exported
+    before), the image is decoded at its size, as then."""
+    big = np.kron(photo, np.ones((4, 4, 1), np.uint8))  # 2400 x 2048, a photo's smooth content
+    png, jpeg = _save(big, tmp_path / "big.png"), _save(big, tmp_path / "big.jpg", quality=95)
+    shrinking = decode.ImageDecoder({"channels": 3, "decoded_min_side": 4 * 224})
+    assert shrinking.load(png).shape == (1200, 1024, 3)  # 2048 // 896 = 2
+    assert min(shrinking.load(jpeg).shape[:2]) >= 896  # libjpeg's own 1/2 scale, then nothing more
+    assert decode.ImageDecoder({"channels": 3}).load(png).shape == big.shape
+    small = decode.ImageDecoder({"channels": 3, "decoded_min_side": 4 * 28})
+    assert shrinking.load(PHOTO).shape == photo.shape  # 512 // 896 = 0: as it is
+    assert small.load(PHOTO).shape == (150, 128, 3)  # 512 // 112 = 4: libjpeg's 1/4 scale, 128 >= 112
+    # what the model sees of it (the graph's resize to 224) barely moves: at most 3 of 255, mean under 0.5
+    from_full = run({}, big, size=224)
+    from_shrunk = run({}, shrinking.load(png), size=224)
+    diff = (from_full - from_shrunk).abs() * 255
+    assert diff.max() <= 3 and diff.mean() < 0.5, (diff.max(), diff.mean())
+    # the pixels limit is still the image's own, from its header
+    tight = decode.ImageDecoder({"channels": 3, "decoded_min_side": 896, "max_pixels": 4_000_000})
+    with pytest.raises(InputError, match="more than the limit of 4000000"):
+        tight.load(png.read_bytes(), "big.png")

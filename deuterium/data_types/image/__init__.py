@@ -61,6 +61,7 @@ class Image(DataType):
             "resize_method": s.resize_method,
             "normalization": s.normalization,
             "max_pixels": s.max_pixels,
+            "decoded_min_side": 4 * s.image_size,  # a large image is shrunk first (decode.shrink_factor)
         }
 
     def dataset(self, files, targets, exp, seed):

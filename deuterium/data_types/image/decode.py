@@ -65,15 +65,22 @@ def _reason(err: Exception) -> str:
     return text.rstrip(".")
 
 
-def pixels(im: Image.Image, channels: int, name: str) -> np.ndarray:
+def pixels(im: Image.Image, channels: int, name: str, min_side: int = 0) -> np.ndarray:
     """Decode `im` to uint8 [height, width, channels]: EXIF orientation applied, 16-bit scaled to 8,
-    alpha dropped, grey replicated to RGB or colour converted to grey as the model takes it."""
+    alpha dropped, grey replicated to RGB or colour converted to grey as the model takes it. With
+    `min_side`, an image whose shorter side is at least twice that is shrunk by a whole factor while
+    that side stays at least `min_side` (see shrink_factor)."""
     try:
+        if min_side and im.format == "JPEG" and shrink_factor(im.size, min_side) > 1:
+            factor = shrink_factor(im.size, min_side)  # libjpeg decodes at 1/2, 1/4 or 1/8 of the size
+            im.draft(im.mode, (im.size[0] // factor, im.size[1] // factor))
         im.load()
         im = ImageOps.exif_transpose(im)
         if im.mode in (*SIXTEEN_BIT, "I", "F"):
-            im = Image.fromarray(_to_8_bit(np.asarray(im, dtype=np.float64), im.mode))
+            im = Image.fromarray(_to_8_bit(np.asarray(im), im.mode))
         im = im.convert("L" if channels == 1 else "RGB")
+        if min_side and (factor := shrink_factor(im.size, min_side)) > 1:
+            im = im.reduce(factor)
     except MemoryError:
         raise
     except Exception as err:  # truncated, corrupt, or a plugin's own failure: the input's fault
@@ -82,13 +89,34 @@ def pixels(im: Image.Image, channels: int, name: str) -> np.ndarray:
     return out[..., np.newaxis] if out.ndim == 2 else out
 
 
+def shrink_factor(size: tuple[int, int], min_side: int) -> int:
+    """The whole factor a decoded image is shrunk by before the graph sees it: its shorter side stays
+    at least `min_side` (preprocessing.json's `decoded_min_side`, 4 x image_size: a random resized crop
+    of a sixteenth of the image still has all the pixels the model takes). A 6000 x 6000 photo for a
+    model of 224 pixels is 1000 x 1000 afterwards: the graph's float copies and antialiased resize of
+    36 M pixels (gigabytes in the service, per image) become those of 1 M. Training decodes with the same
+    decoder, so the model learns from the pixels the service gives it."""
+    return max(1, min(size) // min_side) if min_side > 0 else 1
+
+
 def _to_8_bit(values: np.ndarray, mode: str) -> np.ndarray:
-    """16- and 32-bit integer images as 16-bit (scaled by 1/257), float images in [0, 1] scaled to 255."""
-    if mode == "F" and np.nanmax(values, initial=0) <= 1:
-        values = values * 255
-    elif mode != "F":
-        values = np.clip(values, 0, 65535) / 257
-    return np.nan_to_num(np.clip(values, 0, 255)).round().astype(np.uint8)
+    """16- and 32-bit integer images as 16-bit scaled by 1/257 (rounded), float images in [0, 1] scaled to
+    255. A block of rows at a time, in whole numbers for integer images: the float64 copy of the whole
+    image this was (8 bytes a pixel) made a 16-bit grey upload near image.max_pixels cost 5.6 GB."""
+    out = np.empty(values.shape, np.uint8)
+    rows = max(1, (1 << 20) // max(1, values[0].size))  # about a million values a block
+    scale = mode == "F" and np.nanmax(values, initial=0) <= 1
+    for start in range(0, len(values), rows):
+        block = values[start : start + rows]
+        if mode != "F":
+            wide = np.clip(block, 0, 65535).astype(np.uint32)
+            wide += 128
+            wide //= 257  # round(v / 257): v / 257 is never k + 0.5
+            out[start : start + rows] = wide
+        else:
+            block = block.astype(np.float32) * (255 if scale else 1)
+            out[start : start + rows] = np.nan_to_num(np.clip(block, 0, 255)).round()
+    return out
 
 
 class ImageDecoder(Decoder):
@@ -98,6 +126,8 @@ class ImageDecoder(Decoder):
         super().__init__(settings, bounded)
         self.channels = int(settings.get("channels", 3))
         self.max_pixels = int(settings.get("max_pixels", 40_000_000))
+        # 0 (a model exported before it was written): the image at the size it was decoded, as then
+        self.min_side = int(settings.get("decoded_min_side", 0))
 
     def check_size(self, width: int, height: int, name: str) -> None:
         if width < 1 or height < 1:
@@ -135,7 +165,7 @@ class ImageDecoder(Decoder):
             raise InputError(f"{name}: the file is empty")
         with open_image(source, name, self.limit) as im:
             self.check_size(*im.size, name)
-            return pixels(im, self.channels, name)
+            return pixels(im, self.channels, name, self.min_side)
 
     def from_json(self, payload: dict[str, Any]) -> np.ndarray:
         """`image_base64`: a whole image file; or `pixels`: rows of pixels, each a number 0-255 (grey) or a
@@ -168,7 +198,8 @@ class ImageDecoder(Decoder):
         if not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.max() > 255:
             raise InputError("pixels: every value a number from 0 to 255")
         arr = arr[..., :3].round().astype(np.uint8)
-        return pixels(Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr), self.channels, "pixels")
+        image = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+        return pixels(image, self.channels, "pixels", self.min_side)
 
     def limits(self) -> dict:
         return {"max_pixels": self.max_pixels, "channels": self.channels}
