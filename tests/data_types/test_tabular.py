@@ -977,6 +977,29 @@ def test_onnx_scores_missing_and_unseen_levels_like_pytorch(tmp_path):
     assert failures == [f"rows.csv:2: {scoring.NOT_FINITE}"]
 
 
+def test_one_hot_of_many_levels_grows_the_graph_by_the_levels_not_their_square(tmp_path):
+    """One-hot was rows of an identity matrix stored in the graph: a column of 8,000 levels made a
+    256 MB model.onnx. It is a comparison with the codes now; the encoding, the scores and weights saved
+    before (with the matrix) are unchanged."""
+    frame = table_frame(3000, seed=5)
+    frame["customer"] = [f"c{i}" for i in range(len(frame))]
+    exp, problem, model, _ = fit("tabular_classification", frame, epochs=1, hidden=[4])
+    k = [c["name"] for _, c in model.pre.cats].index("customer")
+    i, spec = model.pre.cats[k]
+    n = spec["n_codes"]
+    x = torch.tensor(trainer.frame_matrix(exp.tabular.columns, frame.head(50)), dtype=torch.float32)
+    start = model.pre.width - sum(c["n_codes"] for _, c in model.pre.cats[k:])
+    encoded = model.pre(x)[:, start : start + n]
+    assert torch.equal(encoded, torch.eye(n)[x[:, i].long()])  # the identity's rows, as before
+    rows = frame.drop(columns=["label", "target"]).head(5).to_dict(orient="records")
+    info = problem.label_info(frame, exp)
+    report = export.export(exp, problem, info, [model], rows, tmp_path / "export")
+    assert report["max_abs_diff"] <= 1e-4
+    size = (tmp_path / "export" / "model.onnx").stat().st_size
+    assert size < 100 * 4 * n, size  # the first layer's n x 4 weights and little else; n^2 floats: 36 MB
+    model.load_state_dict({**model.state_dict(), f"pre.cat{k}": torch.eye(n)})  # saved with the matrix
+
+
 # ---------------------------------------------------------------------------------- bad input, named
 def test_a_response_column_that_does_not_exist():
     with pytest.raises(DataError, match="response column 'price'"):

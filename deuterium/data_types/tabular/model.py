@@ -54,9 +54,17 @@ class Preprocess(nn.Module):
                 self.register_buffer(f"cat{k}", torch.tensor(c["eigen"], dtype=torch.float32)[:, None])
             elif self.encoding == "label_encoder":
                 self.register_buffer(f"cat{k}", ((codes - c["code_mean"]) / c["code_sd"])[:, None])
-            else:
-                self.register_buffer(f"cat{k}", torch.eye(c["n_codes"]))
+            else:  # one-hot: compared with the codes, not rows of an identity matrix (levels^2 floats in
+                # the ONNX graph: 256 MB for a column of 8,000 levels); derived, so not saved with the weights
+                self.register_buffer(f"cat{k}", torch.arange(c["n_codes"]), persistent=False)
         self.width = len(num) + sum(encoded_width(c, self.encoding) for _, c in self.cats)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Weights saved before one-hot was a comparison hold each column's identity matrix: not read."""
+        if self.encoding == "one_hot_internal":
+            for k in range(len(self.cats)):
+                state_dict.pop(f"{prefix}cat{k}", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
         v = x.index_select(1, self.num_idx)  # 10x faster than x[:, num_idx] on CPU (4096 x 784)
@@ -64,7 +72,11 @@ class Preprocess(nn.Module):
         parts = [(v - self.centre) * self.scale]
         for k, (i, c) in enumerate(self.cats):
             code = x[:, i].long().clamp(0, c["n_codes"] - 1)
-            parts.append(getattr(self, f"cat{k}")[code])  # a row of the level's encoding
+            table = getattr(self, f"cat{k}")
+            if self.encoding == "one_hot_internal":
+                parts.append((code[:, None] == table).to(torch.float32))
+            else:
+                parts.append(table[code])  # a row of the level's encoding
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # one part: not copied
 
 
