@@ -102,24 +102,31 @@ def validate(exp: ExperimentBase, out_dir: Path, test_classes: bool = True) -> d
     frames: dict[str, dict] = {}
     found: list[Problem] = []
     read: dict[str, pd.DataFrame] = {}  # each frame as read, for the checks across frames
+    counts: dict[str, int] = {}
     for spec in _frames(exp):
         frame_report, frame_problems, read[spec.name] = _validate_frame(context, source, spec, exp, problem)
         frames[spec.name] = frame_report
         found += frame_problems
-        log.info("%s (%s): %d problem(s)", spec.name, spec.path, len(frame_problems))
-    if not found and "train" in read:  # the input columns of every frame, against the training frame's
+        counts[spec.name] = len(frame_problems)
+    read = {name: frame for name, frame in read.items() if frame is not None}  # an unreadable one: said
+    # the checks across frames, whatever else was found: one run names every problem it can
+    if "train" in read:  # the input columns of every frame, against the training frame's
         for spec in _frames(exp):
             rows = _row_problems(exp, problem, spec, read)
             found += rows
+            counts[spec.name] += len(rows)
             if rows:
                 frames[spec.name]["success"] = False
                 frames[spec.name]["problems"] += [p.as_dict() for p in rows]
-    if test_classes and not found:
+    if test_classes:
         unseen = _unseen_classes(exp, problem, read)
         found += unseen
         if unseen:
+            counts["test"] += len(unseen)
             frames["test"]["success"] = False
             frames["test"]["problems"] += [p.as_dict() for p in unseen]
+    for spec in _frames(exp):
+        log.info("%s (%s): %d problem(s)", spec.name, spec.path, counts[spec.name])
 
     context.build_data_docs()
     index = _docs_index(context, build)
@@ -280,11 +287,11 @@ def _unseen_classes(exp: ExperimentBase, problem, read: dict[str, pd.DataFrame])
         return []
     column = d.label_columns[0]
     test = read["test"]
-    if column not in test.columns:
-        return []  # a test frame without labels: predictions only
+    if column not in test.columns or column not in read["train"].columns:
+        return []  # a test frame without labels: predictions only (a training frame without: said)
     known: set[str] = set()
     for name in ("train", "validation"):
-        if name in read:
+        if name in read and column in read[name].columns:
             known |= {str(v) for v in read[name][column].dropna()}
     values = test[column].reset_index(drop=True)
     firsts = values[values.notna() & ~values.astype(str).isin(known)].astype(str).drop_duplicates()

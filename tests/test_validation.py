@@ -261,6 +261,47 @@ def test_a_tables_input_columns_are_checked_in_every_frame_against_the_training_
     assert validation.validate(config.parse(params), tmp_path / "out")["success"] is True
 
 
+def test_one_validate_run_names_every_problem_of_a_table_and_its_counts_agree(tmp_path, caplog):
+    """A new user's table needed three runs for three problems (a reserved column name stopped the checks
+    across frames), the per-frame lines said '0 problem(s)' above the problems found across frames, and
+    an all-missing column, a negative weight or a negative count for poisson stopped the split or the
+    train stage after validate had passed."""
+    (tmp_path / "train.csv").write_text(
+        "x1,x2,empty,wt,fold,y\n1,0.5,,1,0,3\n2,0.25,,-1,1,-2\n3,1,,1,0,4\n4,0.75,,1,1,-1\n"
+    )
+    (tmp_path / "test.csv").write_text("y,x1\n1,1.5\n")
+    params = {
+        "problem_type": "tabular_regression",
+        "dataset": {
+            "train_dataframe": str(tmp_path / "train.csv"),
+            "test_dataframe": str(tmp_path / "test.csv"),
+            "data_folder": str(tmp_path),
+            "label_columns": ["y"],
+        },
+        "tabular": {"distribution": "poisson", "weights_column": "wt"},
+    }
+    with caplog.at_level("INFO", logger="deuterium.validation"):
+        message, report = failing(tmp_path, config.parse(params))
+    assert problems(report) == [
+        (None, "fold", "column name not reserved"),
+        (None, "empty", "input columns"),
+        (2, "wt", "input columns"),
+        (2, "y", "input columns"),
+        (4, "y", "input columns"),
+    ]
+    assert problems(report, "test") == [(None, "x2", "input columns")]
+    assert "column 'empty': every value is missing" in message
+    assert (
+        "train.csv:row 4: column 'y': -1.0: tabular.distribution poisson needs a non-negative response"
+        in message
+    )
+    said = [
+        r.getMessage() for r in caplog.records if "problem(s)" in r.getMessage() and "(" in r.getMessage()
+    ]
+    assert f"train ({tmp_path / 'train.csv'}): 5 problem(s)" in said
+    assert f"test ({tmp_path / 'test.csv'}): 1 problem(s)" in said
+
+
 def test_a_column_named_twice_in_the_header_is_named(tmp_path, audio):
     """pandas reads a second `label` as `label.1`, a column the user never wrote, missing at scoring."""
     exp = experiment(tmp_path, "file,label,label\na.wav,yes,no\nb.wav,no,yes\n")

@@ -1013,6 +1013,24 @@ def test_a_categorical_response_with_a_gaussian_distribution():
         experiment("tabular_regression", table_frame(), distribution="gaussian", ignored_columns=["target"])
 
 
+def test_a_response_the_distribution_cannot_take_is_named_with_its_rows():
+    """A negative count for poisson gave NaN deviance at every scoring event, and early stopping on it kept
+    the first epoch's model, with exit 0 (H2O-3 refuses it: 'Response must be non-negative')."""
+    frame = table_frame()
+    negative = [i + 1 for i in np.flatnonzero(frame.target < 0)[:10]]
+    for distribution, word in (
+        ("poisson", "non-negative"),
+        ("tweedie", "non-negative"),
+        ("gamma", "positive"),
+    ):
+        with pytest.raises(DataError, match=rf"'target', row\(s\) {', '.join(map(str, negative))} .*{word}"):
+            experiment("tabular_regression", frame, label="target", distribution=distribution)
+    frame["target"] = frame.target.abs()
+    experiment("tabular_regression", frame, label="target", distribution="poisson")  # zero and up: fine
+    with pytest.raises(DataError, match="gamma needs a positive"):
+        experiment("tabular_regression", frame.assign(target=0.0), label="target", distribution="gamma")
+
+
 def test_an_all_missing_column():
     with pytest.raises(DataError, match="column 'empty': every value is missing"):
         experiment("tabular_classification", table_frame().assign(empty=np.nan))

@@ -52,11 +52,45 @@ def check_response(frame: pd.DataFrame, exp) -> None:
             f"tabular_regression with distribution {s.distribution!r}: regression needs a numeric response "
             "and a distribution other than bernoulli/multinomial (or use tabular_classification)"
         )
+    if task == "regression" and numeric and (bad := _outside_domain(frame[response], s.distribution)):
+        rows, reason = bad
+        first = _plain_number(frame[response].iloc[rows[0] - 1])
+        raise DataError(
+            f"response column {response!r}, row(s) {', '.join(map(str, rows))} ({first!r}...): {reason}"
+        )
     if task == "classification" and s.distribution == "bernoulli" and frame[response].nunique() != 2:
         raise ConfigError(
             f"tabular.distribution bernoulli needs 2 classes; response column {response!r} has "
             f"{frame[response].nunique()}"
         )
+
+
+DOMAIN = {  # H2O-3's checks of the response for these distributions, with its words
+    "poisson": (lambda y: y < 0, "non-negative"),
+    "tweedie": (lambda y: y < 0, "non-negative"),
+    "gamma": (lambda y: y <= 0, "positive"),
+}
+
+
+def _plain_number(value) -> float:
+    return float(pd.to_numeric(value, errors="coerce"))
+
+
+def _outside_domain(values: pd.Series, distribution: str, most: int = 10) -> tuple[list[int], str] | None:
+    """The 1-based rows whose response the distribution cannot take (a negative count for poisson: its
+    deviance is NaN, and early stopping on it kept the first epoch's model), and why; None when all fit."""
+    if distribution not in DOMAIN:
+        return None
+    outside, word = DOMAIN[distribution]
+    y = pd.to_numeric(values, errors="coerce").to_numpy(np.float64)
+    rows = np.flatnonzero(outside(np.nan_to_num(y, nan=1.0)))
+    if not len(rows):
+        return None
+    return [int(i) + 1 for i in rows[:most]], (
+        f"tabular.distribution {distribution} needs a {word} response (H2O-3: 'Response must "
+        f"be {word} for {distribution.capitalize()}'); {len(rows)} row(s) are not: choose another distribution "
+        "(gaussian, huber, laplace) or fix those values"
+    )
 
 
 def _say_if_mostly_numbers(name: str, values: pd.Series) -> None:
@@ -90,7 +124,7 @@ def check_rows(frame: pd.DataFrame, train: pd.DataFrame, exp, most: int = 10) ->
     the frame lacks, text in a column the training frame has as numbers, a number beyond float32; the
     train stage or the evaluate stage would otherwise stop on them after training, or later."""
     skip = _not_inputs(exp) - ({exp.tabular.offset_column} - {None})  # the offset is read from every frame
-    found: list[tuple] = []
+    found: list[tuple] = _training_frame(train, exp, most) if frame is train else []
     for name in train.columns:
         if name in skip or (exp.tabular.ignore_const_cols and train[name].nunique(dropna=False) == 1):
             continue
@@ -122,6 +156,29 @@ def check_rows(frame: pd.DataFrame, train: pd.DataFrame, exp, most: int = 10) ->
             )
         for i in _beyond_float32(numbers.to_numpy(dtype=np.float64, na_value=np.nan))[:most]:
             found.append((int(i), str(name), float(numbers[i]), _not_float32(float(numbers[i]))))
+    return found
+
+
+def _training_frame(train: pd.DataFrame, exp, most: int) -> list[tuple]:
+    """What the split and train stages would stop on in the training frame, found by validate with the
+    other problems: an all-missing input column, a negative weight, a response the distribution cannot
+    take (row, column, value, reason; row 0-based)."""
+    s, found = exp.tabular, []
+    for name in train.columns:
+        if name not in _not_inputs(exp) and train[name].isna().all():
+            found.append((None, str(name), None, _all_missing(name).split(": ", 1)[1]))
+    if s.weights_column in train.columns:
+        w = pd.to_numeric(train[s.weights_column], errors="coerce")
+        for i in np.flatnonzero((w < 0).to_numpy())[:most]:
+            found.append(
+                (int(i), s.weights_column, float(w[i]), "a negative weight (tabular.weights_column)")
+            )
+    response = exp.dataset.label_columns[0]
+    if exp.problem_type == "tabular_regression" and response in train.columns:
+        if bad := _outside_domain(train[response], s.distribution, most):
+            rows, reason = bad
+            values = [_plain_number(train[response].iloc[r - 1]) for r in rows]
+            found += [(r - 1, response, v, f"{v!r}: {reason}") for r, v in zip(rows, values, strict=True)]
     return found
 
 
