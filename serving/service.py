@@ -388,6 +388,21 @@ class RequestGuard:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self._json_bytes: int | None = None
+
+    def json_limit(self) -> int:
+        """/predict_json's own limit: the served model's decoder's when it has one (a table's row is small:
+        a 29 MB row of a million keys under the upload limit cost seconds and memory to parse), read once
+        in this worker; the upload limit otherwise."""
+        if self._json_bytes is None:
+            try:
+                pre = Preprocessing.read(Path(MODEL.resolve().path) / paths.PREPROCESSING_FILE)
+                limit = pre.decoder().max_json_bytes()
+            except Exception as err:  # any failure to read it: the upload limit still holds
+                log.warning("no JSON body limit from the model (%s); the upload limit holds", err)
+                limit = 0
+            self._json_bytes = min(self.max_bytes, limit) if limit else self.max_bytes
+        return self._json_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -395,7 +410,8 @@ class RequestGuard:
             return
         headers = Headers(scope=scope)
         try:
-            body = await self._read(headers, receive)
+            limit = self.json_limit() if scope["path"] == "/predict_json" else self.max_bytes
+            body = await self._read(headers, receive, limit)
             upload = UPLOADS.get(scope["path"])
             if upload is not None:
                 body, content_type = await _rebuild_upload(headers, body, *upload)
@@ -428,10 +444,10 @@ class RequestGuard:
 
         await self.app({**scope, "headers": kept}, replay, _ErrorBody(send))
 
-    async def _read(self, headers: Headers, receive: Receive) -> bytes:
-        too_large = TooLarge(f"the request body is larger than the limit of {self.max_bytes} bytes")
+    async def _read(self, headers: Headers, receive: Receive, limit: int) -> bytes:
+        too_large = TooLarge(f"the request body is larger than the limit of {limit} bytes")
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
+        if declared.isdigit() and int(declared) > limit:
             await self._drain(receive)
             raise too_large
         chunks, size = [], 0
@@ -441,7 +457,7 @@ class RequestGuard:
                 raise _Disconnected
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
-            if size > self.max_bytes:
+            if size > limit:
                 await self._drain(receive)
                 raise too_large
             if not message.get("more_body", False):

@@ -62,6 +62,11 @@ class Decoder:
         """The most one request may decode to (bytes), by `cost`; 0: no limit beyond each input's own."""
         return 0
 
+    def max_json_bytes(self) -> int:
+        """The largest JSON body the service reads for one input; 0: the upload limit alone (a waveform or
+        an image sent as JSON is as large as the file)."""
+        return 0
+
     def pieces(self, x: np.ndarray) -> list[np.ndarray]:
         """What one input is scored as; its prediction is the mean over the pieces (one piece by default)."""
         return [x]

@@ -119,3 +119,33 @@ def test_json_rows_score_and_a_wrong_type_is_a_4xx_naming_the_column(ecg, server
     body = json.dumps({"input": {**normal, "t3": 0.5}}).replace('"t3": 0.5', '"t3": ' + "1" * 401)
     r = requests.post(f"{server}/predict_json", data=body, headers=headers, timeout=60)
     assert 400 <= r.status_code < 500 and "t3" in r.text and "float32's range" in r.text, r.text
+
+
+def test_a_row_of_many_keys_or_a_large_json_body_is_refused_before_it_costs(ecg, server):
+    """A 29 MB row of a million keys (under the upload limit) took 30-55 s and 100 MB of the service's
+    memory per request, kept afterwards: /predict_json now reads at most the decoder's limit for a row
+    (413, before parsing), and a row of more keys than max_keys is a 400."""
+    test = pd.read_csv(ecg / "artifacts/prepare/test.csv").drop(columns=["anomaly"])
+    normal = test.iloc[0].to_dict()
+    limits = requests.post(f"{server}/health", timeout=30).json()["limits"]
+    assert limits["max_json_bytes"] == 1 << 20 and limits["max_keys"] == 1000
+    extra = {f"k{i}": i for i in range(1000)}
+    r = requests.post(f"{server}/predict_json", json={"input": {**normal, **extra}}, timeout=60)
+    assert r.status_code == 400 and f"{len(normal) + 1000} keys: a row takes at most 1000" in r.text, r.text
+    r = requests.post(f"{server}/predict_json", json={"input": {**normal, "note": "x" * 500}}, timeout=60)
+    assert r.status_code == 200, r.text  # a key the model does not read: left alone
+    big = json.dumps({"input": {**normal, "note": "x" * (1 << 20)}})
+    headers = {"content-type": "application/json"}
+    r = requests.post(f"{server}/predict_json", data=big, headers=headers, timeout=60)
+    assert r.status_code == 413 and "larger than the limit of 1048576 bytes" in r.text, r.text
+
+
+def test_a_batch_of_rows_names_the_file_of_a_bad_value(ecg, server):
+    """A wrong value in the second of two JSON files was said without the file: 'x: ...'."""
+    test = pd.read_csv(ecg / "artifacts/prepare/test.csv").drop(columns=["anomaly"])
+    good, bad = test.iloc[0].to_dict(), {**test.iloc[1].to_dict(), "t5": "high"}
+    files = [("files", ("a.json", json.dumps(good))), ("files", ("b.json", json.dumps(bad)))]
+    r = requests.post(f"{server}/predict_batch", files=files, timeout=60)
+    assert r.status_code == 400 and r.json()["error"].startswith("files[1]: t5: 'high' is not a number"), (
+        r.text
+    )

@@ -40,7 +40,12 @@ class Tabular(DataType):
     decoder_class = "deuterium.data_types.tabular.decode:TabularDecoder"
     json_help = "one row: an object of column name -> value (a number, a level's text, or null when missing)"
     json_example = {"x1": 1.5, "colour": "red"}
-    limits_example = {"n_columns": 2, "column_names": ["x1", "colour"]}
+    limits_example = {
+        "n_columns": 2,
+        "column_names": ["x1", "colour"],
+        "max_keys": 1000,
+        "max_json_bytes": 1048576,
+    }
     settings_checks = (fold_assignment_fits,)
 
     def column(self, exp) -> str:

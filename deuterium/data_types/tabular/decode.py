@@ -177,6 +177,21 @@ class TabularDecoder(Decoder):
                 raise InputError(f"{name or 'row'}: not a JSON object of column values ({err})") from None
             if not isinstance(source, dict):
                 raise InputError(f"{name or 'row'}: a JSON object of column values expected")
+        try:
+            return self._row(source)
+        except InputError as err:  # the input's name first, as the other data types' decoders say it
+            raise InputError(
+                f"{name}: {err}" if name and not str(err).startswith(name) else str(err)
+            ) from None
+
+    def _row(self, source: Mapping) -> np.ndarray:
+        """Other keys than the model's columns are left alone (a client may send a whole record), but not
+        without end: a row of millions of keys costs the service seconds and memory per request."""
+        if len(source) > self.max_keys:
+            raise InputError(
+                f"{len(source)} keys: a row takes at most {self.max_keys} (the model's {len(self.columns)} "
+                "columns, and others it does not read)"
+            )
         for column in self.columns:
             value = source.get(column["name"])
             # reprlib: a 20 MB string sent as a value is not echoed whole into the answer and the log
@@ -188,15 +203,31 @@ class TabularDecoder(Decoder):
                 raise InputError(
                     f"{column['name']}: {reprlib.repr(value)} is not a level (a categorical column)"
                 )
-        return encode(self.columns, {k: [v] for k, v in source.items()}, 1, self.lookups)[0]
+        row = {
+            c["name"]: [source[c["name"]]] for c in self.columns if c["name"] in source
+        }  # only the model's
+        return encode(self.columns, row, 1, self.lookups)[0]
+
+    @property
+    def max_keys(self) -> int:
+        return max(1000, 4 * len(self.columns))
+
+    def max_json_bytes(self) -> int:
+        """1 MiB, or 2 KiB a column for a wide table: a row of numbers is about 20 bytes a column."""
+        return max(1 << 20, 2048 * len(self.columns))
 
     def from_json(self, payload: dict[str, Any]) -> np.ndarray:
         if not isinstance(payload, dict):
             raise InputError("input: an object of column values")
-        return self.load(payload, "input")
+        return self.load(payload)
 
     def limits(self) -> dict:
-        return {"n_columns": len(self.columns), "column_names": [c["name"] for c in self.columns][:100]}
+        return {
+            "n_columns": len(self.columns),
+            "column_names": [c["name"] for c in self.columns][:100],
+            "max_keys": self.max_keys,
+            "max_json_bytes": self.max_json_bytes(),
+        }
 
 
 class FrameRows(Sequence):
