@@ -565,6 +565,11 @@ def run(
     )
     started = time.monotonic()
     random.seed(search.seed)  # PBT's explore draws from Python's random
+    # Ctrl-C: Ray Tune's own handler ends the run "gracefully" and returns, and the half-run search was
+    # then written as the leaderboard and --apply'd to params.yaml, with exit 0. Without it Ctrl-C is a
+    # KeyboardInterrupt here: nothing is written or applied, and cli.run exits 130 (Ray shuts its local
+    # instance down at exit).
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     tuner.fit()  # a failed trial is in the recorder, not raised: the search goes on
     recorder.finish()
     planned = the_plan.grid if the_plan.grid else [{}] * num_samples

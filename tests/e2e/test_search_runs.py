@@ -299,3 +299,58 @@ def test_a_grid_search_of_images(project, tmp_path, monkeypatch):
     assert [r["status"] for r in rows] == ["finished", "finished"], [r["error"] for r in rows]
     assert sorted(r["training.learning_rate"] for r in rows) == [0.001, 0.01]
     assert all(0 <= r["Accuracy"] <= 1 and r["epochs"] == 1 for r in rows)
+
+
+def test_ctrl_c_ends_a_search_without_applying_or_writing_a_leaderboard(tmp_path):
+    """Ray Tune's own Ctrl-C handler ended the run 'gracefully': the half-run search was written as the
+    leaderboard, --apply rewrote params.yaml with its best, and the exit status was 0. Now nothing is
+    written or applied, and the exit status is 130, as for a stage."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from projects import REPO
+
+    from deuterium import cli
+
+    root = tmp_path / "tabular"
+    root.mkdir()
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        tabular_project(root)
+    finally:
+        os.chdir(cwd)
+    before = (root / "params.yaml").read_text()
+    the_search = {
+        "strategy": "grid",
+        "early_stopping": {"enabled": False},
+        "space": {"tabular.epochs": [100000]},
+    }
+    (root / "s.yaml").write_text(yaml.safe_dump(the_search))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deuterium.search", "--search", "s.yaml", "--apply", "--num-cpus", "1"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < 180:  # until the trial reports (its first scoring event)
+            line = proc.stdout.readline()
+            if not line or "Checkpoint successfully created" in line:
+                break
+        assert line, "the search ended before its trial reported"
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
+    assert proc.returncode == 130, out[-3000:]
+    assert cli.INTERRUPTED in out
+    assert (root / "params.yaml").read_text() == before
+    assert not (root / paths.SEARCH / search.LEADERBOARD_CSV).exists()
