@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deuterium import cli, config, io, paths, previous, problems
+from deuterium.data_types.base import DataType
 from deuterium.errors import ConfigError, DataError, DeuteriumError
 
 log = logging.getLogger(__name__)
@@ -173,9 +174,16 @@ def _check_value(params: dict, key: str, value: Any, source: str) -> None:
 
 
 def _check_key(
-    params: dict, key: str, values: list, allowed: list[str], split_keys: list[str], chosen: dict[str, str]
+    params: dict,
+    key: str,
+    values: list,
+    allowed: list[str],
+    split_keys: list[str],
+    chosen: dict[str, str],
+    data: DataType,
 ) -> None:
-    """`chosen`: settings the data type chooses from the training files under these params (key: why)."""
+    """`chosen`: settings the data type chooses from the training files under these params (key: why);
+    `data`: the data type (its unread_settings)."""
     if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"search space: {key!r}: a setting's dotted name, such as training.learning_rate")
     if _under(key, split_keys):
@@ -190,6 +198,12 @@ def _check_key(
         raise ConfigError(
             f"search space: {key}: the train stage does not read it, so trials would not differ"
         )
+    for section, why in data.unread_settings.items():
+        if _under(key, [section]) and key not in data.read_anyway:
+            raise ConfigError(
+                f"search space: {key}: the {data.name} data type does not read it ({why}), so trials "
+                "would not differ"
+            )
 
 
 def _range(key: str, spec: dict) -> dict:
@@ -266,7 +280,7 @@ def plan(search: SearchSettings, params_path: Path) -> Plan:
     chosen = problem.data.chosen_keys(exp)
     for key, spec in space.items():
         values = spec if isinstance(spec, list) else [spec["low"], spec["high"]]
-        _check_key(params, key, values, allowed, split_keys, chosen)
+        _check_key(params, key, values, allowed, split_keys, chosen, problem.data)
     grid: list[dict[str, Any]] = []
     if search.strategy == "manual":
         if not search.trials:
@@ -277,7 +291,7 @@ def plan(search: SearchSettings, params_path: Path) -> Plan:
             raise ConfigError("search space: manual search takes `trials`, not a space")
         for trial in search.trials:
             for key, value in trial.items():
-                _check_key(params, key, [value], allowed, split_keys, chosen)
+                _check_key(params, key, [value], allowed, split_keys, chosen, problem.data)
             grid.append(dict(trial))
     elif not space:
         raise ConfigError(f"search space: empty; {search.strategy} search needs at least one setting to vary")

@@ -212,6 +212,23 @@ def test_pbt_may_not_vary_the_network_of_a_problem_type_with_its_own_training_lo
     assert "\n" not in str(err.value)
 
 
+def test_settings_a_data_types_own_trainer_does_not_read_are_refused(project):
+    """A table's trials over training.learning_rate or architecture.dropout were all the same model (the
+    tabular trainer reads H2O-3's settings under tabular), and --check called the space valid."""
+    shutil.copy(REPO / "configs" / "ecg_autoencoder.yaml", project / "params.yaml")
+    for key, values in (("training.learning_rate", [0.0001, 0.5]), ("architecture.dropout", [0.0, 0.5])):
+        with pytest.raises(ConfigError) as err:
+            plan_of(project, strategy="grid", space={key: values})
+        assert str(err.value).startswith(f"search space: {key}: the tabular data type does not read it (")
+        assert str(err.value).endswith("so trials would not differ")
+    space = {"training.train_validation_data": [True, False], "tabular.l2": [0.0, 0.001]}
+    assert plan_of(project, strategy="grid", space=space).keys == list(space)  # read: searchable
+    shutil.copy(REPO / "params.yaml", project / "params.yaml")  # the shared loop reads them
+    assert plan_of(project, strategy="grid", space={"architecture.dropout": [0.0, 0.5]}).keys == [
+        "architecture.dropout"
+    ]
+
+
 def test_epochs_auto_gives_trials_a_horizon_of_epochs_auto_max(project):
     assert config.load(project / "params.yaml").training.epochs == "auto"  # the shipped default
     assert plan_of(project).epochs == config.load(project / "params.yaml").training.epochs_auto_max

@@ -108,6 +108,10 @@ class DataType:
     # its model takes the task's target scale (`set_output_scale`): regression targets are learnt standardized.
     # False where the model standardizes its response itself (tabular: tabular.response_scale)
     takes_target_scale: ClassVar[bool] = True
+    # settings sections its own trainer does not read (section -> why), but for the keys in `read_anyway`:
+    # a search varying one would run identical trials
+    unread_settings: ClassVar[dict[str, str]] = {}
+    read_anyway: ClassVar[tuple[str, ...]] = ()
     file_suffixes: ClassVar[frozenset[str]]  # what the standalone scorer picks from a folder
     scoring_requirements: ClassVar[tuple[str, ...]]  # pip names its Decoder needs (the bento installs them)
     front_end: ClassVar[

@@ -37,6 +37,11 @@ class Tabular(DataType):
     scoring_requirements = ()
     front_end = "deuterium.data_types.tabular.model.Preprocess"
     takes_target_scale = False  # TabularNet standardizes its response itself (tabular.response_scale)
+    unread_settings = {
+        "training": "its training is H2O-3's, set under tabular; of training it reads train_validation_data",
+        "architecture": "its network is tabular.hidden and tabular.activation",
+    }
+    read_anyway = ("training.train_validation_data",)
     decoder_class = "deuterium.data_types.tabular.decode:TabularDecoder"
     json_help = "one row: an object of column name -> value (a number, a level's text, or null when missing)"
     json_example = {"x1": 1.5, "colour": "red"}
