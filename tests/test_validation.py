@@ -119,6 +119,23 @@ def test_unreadable_audio(tmp_path, audio):
     assert problems(report) == [(r, "file", "audio file readable") for r in (2, 3, 4)]
 
 
+def test_audio_whose_samples_cannot_train_is_named_before_training(tmp_path, audio):
+    """A float WAV with NaN samples, or a FLAC cut short, has a valid header: validate passed them and the
+    train stage stopped an epoch in, naming neither the row nor the column."""
+    wave = (0.5 * np.sin(np.arange(RATE) / 5)).astype(np.float32)
+    sf.write(
+        audio / "nan.wav", np.where(np.arange(RATE) == 4000, np.nan, wave).astype(np.float32), RATE, "FLOAT"
+    )
+    sf.write(audio / "whole.flac", np.tile(wave, 20), RATE)
+    data = (audio / "whole.flac").read_bytes()
+    (audio / "cut.flac").write_bytes(data[: len(data) // 2])
+    exp = experiment(tmp_path, "file,label\na.wav,x\nnan.wav,x\ncut.flac,y\nwhole.flac,y\n")
+    message, report = failing(tmp_path, exp)
+    assert "train.csv:row 2: column 'file':" in message and "nan.wav: the audio contains NaN" in message
+    assert "train.csv:row 3: column 'file':" in message and "cut.flac: audio data is corrupt" in message
+    assert problems(report) == [(r, "file", "audio file readable") for r in (2, 3)]
+
+
 def test_missing_label(tmp_path, audio):
     exp = experiment(tmp_path, "file,label\na.wav,x\nb.wav,\n")
     message, report = failing(tmp_path, exp)

@@ -58,10 +58,11 @@ class Audio(DataType):
         try:
             with io.quiet_stderr():  # a broken MP3 makes the decoder print notes; the report names the file
                 meta = io.info(path, name=shown)
+                if meta.frames <= 0:
+                    return f"{shown}: the audio file has no frames"
+                io.scan(path, shown)  # every sample: NaN, inf, corrupt data past the header
         except InputError as err:
             return str(err)
-        if meta.frames <= 0:
-            return f"{shown}: the audio file has no frames"
         return None
 
     def choose(self, files: list[Path], exp) -> dict | None:

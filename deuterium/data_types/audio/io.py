@@ -183,6 +183,19 @@ def load(
     return wave[0] if channels is None else wave
 
 
+def scan(source: Path | str, name: str) -> None:
+    """Decode every block of a file, keeping nothing: AudioError naming `name` where `load` would fail on
+    its samples (NaN or infinite ones, corrupt data past a valid header), so the validate stage finds them
+    before training rather than an epoch into it. No resampling: only what the file holds is checked."""
+    with _open(source, name) as f:
+        try:
+            for block in f.blocks(blocksize=BLOCK, dtype="float32", always_2d=True):
+                if not np.all(np.abs(block) <= MAX_ABS_SAMPLE):  # NaN compares false too
+                    raise AudioError(f"{name}: {bad_samples(block)}")
+        except (sf.LibsndfileError, RuntimeError) as err:
+            raise AudioError(f"{name}: audio data is corrupt ({_reason(err)})") from None
+
+
 def chunks(wave: np.ndarray, size: int) -> np.ndarray:
     """Split into non-overlapping chunks of `size` samples, zero-padding the last (HT's 'fix' inference).
 
