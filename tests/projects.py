@@ -62,6 +62,13 @@ def env() -> dict:
     return out
 
 
+def in_own_group(args: list[str], cwd: Path, env: dict | None = None, **streams) -> subprocess.Popen:
+    """A process in its own process group, as a terminal's foreground job (Ctrl-C: os.killpg(pid, SIGINT)),
+    its output as text; `streams`: stdout/stderr (default: both piped)."""
+    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **streams}
+    return subprocess.Popen(args, cwd=cwd, env=env, text=True, start_new_session=True, **streams)
+
+
 def dvc(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "dvc", *args],

@@ -3,6 +3,8 @@ import signal
 import subprocess
 import sys
 
+from projects import in_own_group
+
 from deuterium import cli
 
 WAITS = (
@@ -51,14 +53,7 @@ def test_ctrl_c_while_folds_train_in_processes_is_one_line_and_stops_them(tmp_pa
     traceback (often from inside an import) above the stage's line. They ignore it now, and the stage
     stops them, at once rather than after the folds they were training."""
     (tmp_path / "pool.py").write_text(POOL)
-    proc = subprocess.Popen(
-        [sys.executable, "pool.py"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, as a terminal's foreground job
-    )
+    proc = in_own_group([sys.executable, "pool.py"], tmp_path)
     try:
         assert proc.stdout.readline().strip() == "training"  # a process is in a run
         os.killpg(proc.pid, signal.SIGINT)

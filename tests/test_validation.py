@@ -244,6 +244,17 @@ def test_a_test_class_that_no_training_row_has_is_found_before_training(tmp_path
     validation.validate(exp, tmp_path / "out")
 
 
+def table_params(tmp_path, problem_type: str, label: str, **tabular) -> dict:
+    """A table's settings: train.csv and test.csv in tmp_path."""
+    dataset = {
+        "train_dataframe": str(tmp_path / "train.csv"),
+        "test_dataframe": str(tmp_path / "test.csv"),
+        "data_folder": str(tmp_path),
+        "label_columns": [label],
+    }
+    return {"problem_type": problem_type, "dataset": dataset, "tabular": tabular}
+
+
 def test_a_tables_input_columns_are_checked_in_every_frame_against_the_training_one(tmp_path):
     """A test frame without a training column, or with text in a numeric one, stopped the evaluate stage
     after training, naming neither the file nor the row; an inf training cell stopped the train stage with
@@ -252,16 +263,7 @@ def test_a_tables_input_columns_are_checked_in_every_frame_against_the_training_
         "x1,x2,note,label\n1,0.5,a,yes\n2,0.25,b,no\n3,inf,c,yes\n4,0.75,d,no\n"
     )
     (tmp_path / "test.csv").write_text("label,x1,extra\nyes,1.5,q\nno,abc,r\nyes,?,s\n")
-    params = {
-        "problem_type": "tabular_classification",
-        "dataset": {
-            "train_dataframe": str(tmp_path / "train.csv"),
-            "test_dataframe": str(tmp_path / "test.csv"),
-            "data_folder": str(tmp_path),
-            "label_columns": ["label"],
-        },
-        "tabular": {"ignored_columns": ["note"]},
-    }
+    params = table_params(tmp_path, "tabular_classification", "label", ignored_columns=["note"])
     message, report = failing(tmp_path, config.parse(params))
     assert problems(report) == [(3, "x2", "input columns")]
     assert problems(report, "test") == [
@@ -287,16 +289,7 @@ def test_one_validate_run_names_every_problem_of_a_table_and_its_counts_agree(tm
         "x1,x2,empty,wt,fold,y\n1,0.5,,1,0,3\n2,0.25,,-1,1,-2\n3,1,,1,0,4\n4,0.75,,1,1,-1\n"
     )
     (tmp_path / "test.csv").write_text("y,x1\n1,1.5\n")
-    params = {
-        "problem_type": "tabular_regression",
-        "dataset": {
-            "train_dataframe": str(tmp_path / "train.csv"),
-            "test_dataframe": str(tmp_path / "test.csv"),
-            "data_folder": str(tmp_path),
-            "label_columns": ["y"],
-        },
-        "tabular": {"distribution": "poisson", "weights_column": "wt"},
-    }
+    params = table_params(tmp_path, "tabular_regression", "y", distribution="poisson", weights_column="wt")
     with caplog.at_level("INFO", logger="deuterium.validation"):
         message, report = failing(tmp_path, config.parse(params))
     assert problems(report) == [

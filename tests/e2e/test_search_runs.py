@@ -310,7 +310,7 @@ def test_ctrl_c_ends_a_search_without_applying_or_writing_a_leaderboard(tmp_path
     import sys
     import time
 
-    from projects import REPO
+    from projects import REPO, in_own_group
 
     from deuterium import cli
 
@@ -330,15 +330,8 @@ def test_ctrl_c_ends_a_search_without_applying_or_writing_a_leaderboard(tmp_path
     }
     (root / "s.yaml").write_text(yaml.safe_dump(the_search))
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "deuterium.search", "--search", "s.yaml", "--apply", "--num-cpus", "1"],
-        cwd=root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group, as a terminal's foreground job
-    )
+    args = [sys.executable, "-m", "deuterium.search", "--search", "s.yaml", "--apply", "--num-cpus", "1"]
+    proc = in_own_group(args, root, env, stderr=subprocess.STDOUT)
     try:
         started = time.monotonic()
         while time.monotonic() - started < 180:  # until the trial reports (its first scoring event)
