@@ -102,19 +102,16 @@ def validate(exp: ExperimentBase, out_dir: Path, test_classes: bool = True) -> d
     frames: dict[str, dict] = {}
     found: list[Problem] = []
     read: dict[str, pd.DataFrame] = {}  # each frame as read, for the checks across frames
-    counts: dict[str, int] = {}
     for spec in _frames(exp):
         frame_report, frame_problems, read[spec.name] = _validate_frame(context, source, spec, exp, problem)
         frames[spec.name] = frame_report
         found += frame_problems
-        counts[spec.name] = len(frame_problems)
     read = {name: frame for name, frame in read.items() if frame is not None}  # an unreadable one: said
     # the checks across frames, whatever else was found: one run names every problem it can
     if "train" in read:  # the input columns of every frame, against the training frame's
         for spec in _frames(exp):
             rows = _row_problems(exp, problem, spec, read)
             found += rows
-            counts[spec.name] += len(rows)
             if rows:
                 frames[spec.name]["success"] = False
                 frames[spec.name]["problems"] += [p.as_dict() for p in rows]
@@ -122,11 +119,10 @@ def validate(exp: ExperimentBase, out_dir: Path, test_classes: bool = True) -> d
         unseen = _unseen_classes(exp, problem, read)
         found += unseen
         if unseen:
-            counts["test"] += len(unseen)
             frames["test"]["success"] = False
             frames["test"]["problems"] += [p.as_dict() for p in unseen]
     for spec in _frames(exp):
-        log.info("%s (%s): %d problem(s)", spec.name, spec.path, counts[spec.name])
+        log.info("%s (%s): %d problem(s)", spec.name, spec.path, len(frames[spec.name]["problems"]))
 
     context.build_data_docs()
     index = _docs_index(context, build)

@@ -164,12 +164,10 @@ def load(
             limit = min(limit if limit is not None else max_samples, max_samples // max(1, meta.channels))
         pieces, total = [], 0
         try:
-            for block in f.blocks(blocksize=BLOCK, dtype="float32", always_2d=True):
+            for block in _checked_blocks(f, name):
                 total += len(block)
                 if limit is not None and total > limit:
                     raise AudioError(f"{name}: the audio is longer than its header says, past the limits")
-                if not np.all(np.abs(block) <= MAX_ABS_SAMPLE):  # NaN compares false too
-                    raise AudioError(f"{name}: {bad_samples(block)}")
                 # mix down to mono, or keep the channels asked for: [frames, kept]
                 part = block.mean(axis=1, keepdims=True) if kept == 1 else fit_channels(block.T, kept).T
                 pieces.append(stream.resample_chunk(np.ascontiguousarray(part)) if stream else part)
@@ -188,12 +186,20 @@ def scan(source: Path | str, name: str) -> None:
     its samples (NaN or infinite ones, corrupt data past a valid header), so the validate stage finds them
     before training rather than an epoch into it. No resampling: only what the file holds is checked."""
     with _open(source, name) as f:
-        try:
-            for block in f.blocks(blocksize=BLOCK, dtype="float32", always_2d=True):
-                if not np.all(np.abs(block) <= MAX_ABS_SAMPLE):  # NaN compares false too
-                    raise AudioError(f"{name}: {bad_samples(block)}")
-        except (sf.LibsndfileError, RuntimeError) as err:
-            raise AudioError(f"{name}: audio data is corrupt ({_reason(err)})") from None
+        for _ in _checked_blocks(f, name):
+            pass
+
+
+def _checked_blocks(f: sf.SoundFile, name: str):
+    """The file's float32 blocks [frames, channels], each checked for samples `load` refuses; AudioError
+    naming `name` for those and for corrupt data (libsndfile's errors)."""
+    try:
+        for block in f.blocks(blocksize=BLOCK, dtype="float32", always_2d=True):
+            if not np.all(np.abs(block) <= MAX_ABS_SAMPLE):  # NaN compares false too
+                raise AudioError(f"{name}: {bad_samples(block)}")
+            yield block
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioError(f"{name}: audio data is corrupt ({_reason(err)})") from None
 
 
 def chunks(wave: np.ndarray, size: int) -> np.ndarray:

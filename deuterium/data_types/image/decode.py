@@ -71,15 +71,15 @@ def pixels(im: Image.Image, channels: int, name: str, min_side: int = 0) -> np.n
     `min_side`, an image whose shorter side is at least twice that is shrunk by a whole factor while
     that side stays at least `min_side` (see shrink_factor)."""
     try:
-        if min_side and im.format == "JPEG" and shrink_factor(im.size, min_side) > 1:
-            factor = shrink_factor(im.size, min_side)  # libjpeg decodes at 1/2, 1/4 or 1/8 of the size
+        factor = shrink_factor(im.size, min_side)
+        if factor > 1 and im.format == "JPEG":  # libjpeg decodes at 1/2, 1/4 or 1/8 of the size
             im.draft(im.mode, (im.size[0] // factor, im.size[1] // factor))
         im.load()
         im = ImageOps.exif_transpose(im)
         if im.mode in (*SIXTEEN_BIT, "I", "F"):
             im = Image.fromarray(_to_8_bit(np.asarray(im), im.mode))
         im = im.convert("L" if channels == 1 else "RGB")
-        if min_side and (factor := shrink_factor(im.size, min_side)) > 1:
+        if (factor := shrink_factor(im.size, min_side)) > 1:  # what the draft left to shrink
             im = im.reduce(factor)
     except MemoryError:
         raise
