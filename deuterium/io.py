@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,11 @@ import pandas as pd
 from deuterium.errors import DataError
 
 
-def read_frame(path: Path | str) -> pd.DataFrame:
+def read_frame(path: Path | str, text_columns: Iterable[str] = ()) -> pd.DataFrame:
+    """A dataframe file as pandas reads it, except `text_columns` (class names), which keep the text as
+    written: pandas would read the classes "01" and "02" as the numbers 1 and 2, a class "NA" or "None"
+    as missing, and the classes 1 and 2 of a column with an empty cell as 1.0 and 2.0. An empty cell
+    there is missing (an unlabelled row)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such dataframe file")
@@ -39,6 +44,9 @@ def read_frame(path: Path | str) -> pd.DataFrame:
     twice = sorted(set(header[header.duplicated()]))
     if twice:
         raise DataError(f"{path}: column(s) {twice} appear more than once in the header; rename them")
+    for column in [c for c in dict.fromkeys(text_columns) if c in frame.columns]:
+        text = pd.read_csv(path, sep=sep, usecols=[column], dtype=str, keep_default_na=False)[column]
+        frame[column] = text.where(text.str.strip() != "", None)
     return frame
 
 

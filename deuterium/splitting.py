@@ -8,6 +8,8 @@ validation (the training rows of a holdout strategy).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -53,9 +55,14 @@ def split_seed(seed: int) -> int:
 
 
 def assign_folds(
-    frame: pd.DataFrame, ds: DatasetSettings, seed: int, assignment: str = "random"
+    frame: pd.DataFrame,
+    ds: DatasetSettings,
+    seed: int,
+    assignment: str = "random",
+    read: Callable[[Path], pd.DataFrame] = io.read_frame,
 ) -> pd.DataFrame:
-    """`assignment` (one of FOLD_ASSIGNMENTS) is for k_fold without a fold_column; the others ignore it."""
+    """`assignment` (one of FOLD_ASSIGNMENTS) is for k_fold without a fold_column; the others ignore it.
+    `read` reads the custom holdout's file (the problem type's, which keeps class names as written)."""
     if assignment not in FOLD_ASSIGNMENTS:
         raise ValueError(f"fold assignment {assignment!r}; known: {', '.join(FOLD_ASSIGNMENTS)}")
     if clash := reserved_column(frame.columns, ds):
@@ -64,7 +71,7 @@ def assign_folds(
     frame.insert(0, ROW_ID, np.arange(len(frame)))
     seed = max(seed, 0)
     if ds.validation_strategy == "custom_holdout":
-        valid = io.read_frame(ds.validation_dataframe)
+        valid = read(ds.validation_dataframe)
         if clash := reserved_column(valid.columns, ds):
             raise DataError(f"{ds.validation_dataframe}: column {clash[0]!r}: {clash[1]}")
         valid = valid.reset_index(drop=True)

@@ -180,11 +180,11 @@ def _validate_frame(context, source, spec: FrameSpec, exp: ExperimentBase, probl
     file = str(spec.path)
     report = {"path": file, "data_folder": str(spec.data_folder), "rows": None, "success": False}
     try:
-        frame = io.read_frame(spec.path)
+        frame = problem.read_frame(spec.path)
     except DataError as err:
-        problem = Problem(file, None, None, None, str(err).removeprefix(f"{file}: "), "dataframe readable")
-        report.update(checks=[], problems=[problem.as_dict()])
-        return report, [problem], None
+        issue = Problem(file, None, None, None, str(err).removeprefix(f"{file}: "), "dataframe readable")
+        report.update(checks=[], problems=[issue.as_dict()])
+        return report, [issue], None
     frame = frame.reset_index(drop=True)
     frame.columns = [str(c) for c in frame.columns]
     report["rows"] = len(frame)

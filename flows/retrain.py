@@ -280,7 +280,7 @@ def training_data(
     work.mkdir(parents=True, exist_ok=True)
     problem = problems.of(exp_new)
     column = problem.data.column(exp_new)
-    new_frame = io.read_frame(_path(project, new["dataset.train_dataframe"]))
+    new_frame = problem.read_frame(_path(project, new["dataset.train_dataframe"]))
     if column and column not in new_frame.columns:
         raise DataError(f"{new['dataset.train_dataframe']}: no column {column!r} naming the files")
     new_folder = _path(project, exp_new.dataset.data_folder).resolve()
@@ -295,7 +295,7 @@ def training_data(
         return {**new, "dataset.train_dataframe": _shown(project, copied)}, new_files
 
     exp = load_experiment(project, params)
-    old_frame = io.read_frame(_path(project, exp.dataset.train_dataframe))
+    old_frame = problems.of(exp).read_frame(_path(project, exp.dataset.train_dataframe))
     old_folder = _path(project, exp.dataset.data_folder).resolve()
     old = set(input_hashes(project, exp, old_frame, old_folder)[0].values())
     names = (
@@ -357,8 +357,8 @@ def holdout_files(project: Path, exp: ExperimentBase) -> tuple[Path, pd.DataFram
     path = _path(project, exp.dataset.test_dataframe)
     if not path.is_file():
         raise registry.RegistryError(f"{exp.dataset.test_dataframe}: the holdout dataframe is missing")
-    frame = io.read_frame(path)
     problem = problems.of(exp)
+    frame = problem.read_frame(path)
     return path, frame, problem.files(frame, exp, _path(project, exp.dataset.test_data_folder).resolve())
 
 

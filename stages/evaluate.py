@@ -58,7 +58,7 @@ def main(
             raise DataError(f"prediction.metric {metric} cannot be computed on the out-of-fold rows: {why}")
 
     if exp.dataset.test_dataframe is not None:
-        test = io.read_frame(exp.dataset.test_dataframe)
+        test = problem.read_frame(exp.dataset.test_dataframe)
         model_exp, models = fitting.load_models(models_dir, problem, info)
         dev = runtime.device(exp.environment)
         preds = inference.predict(

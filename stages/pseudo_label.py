@@ -54,7 +54,7 @@ def main(
     info = io.read_json(split_dir / paths.DATA_INFO_FILE)
     exp = problem.data.resolve(exp, info)
     folds = io.read_frame(split_dir / paths.FOLDS_FILE)
-    unlabeled = io.read_frame(exp.dataset.unlabeled_dataframe)
+    unlabeled = problem.read_frame(exp.dataset.unlabeled_dataframe)
     dev = runtime.device(exp.environment)
     labeled = problem.encode(folds, exp, info)
     fold_targets = {}

@@ -20,8 +20,10 @@ def main(params: Path = Path("params.yaml"), out_dir: Path = paths.SPLIT) -> Non
         info = previous.data_info(exp.previous_experiment)
     else:
         seed = splitting.split_seed(exp.environment.seed)  # -1: drawn once, recorded
-        frame = io.read_frame(exp.dataset.train_dataframe)
-        folds = splitting.assign_folds(frame, exp.dataset, seed, problem.data.fold_assignment(exp))
+        frame = problem.read_frame(exp.dataset.train_dataframe)
+        folds = splitting.assign_folds(
+            frame, exp.dataset, seed, problem.data.fold_assignment(exp), read=problem.read_frame
+        )
         info = {"problem_type": exp.problem_type, "split_seed": seed, **problem.label_info(folds, exp)}
         if problem.task.name == "classification" and not info.get("multi_label"):
             if not exp.training.train_validation_data:  # else the validation rows train too

@@ -12,7 +12,7 @@ import pandas as pd
 from pydantic import create_model
 from torch import Tensor, nn
 
-from deuterium import data_types, losses, tasks
+from deuterium import data_types, io, losses, tasks
 from deuterium.data_types import DataType
 from deuterium.errors import ConfigError
 from deuterium.settings import DatasetSettings, ExperimentBase
@@ -73,6 +73,10 @@ class ProblemType:
         self.task: Task = task(exp)
         self.label_kind = task.label_kind
         self.Settings = settings_model(name)
+
+    def read_frame(self, path) -> pd.DataFrame:
+        """One of the experiment's dataframe files, its class names as written (io.read_frame)."""
+        return io.read_frame(path, self.task.text_columns(self.exp) if self.exp is not None else ())
 
     # --- the task: labels, loss, activation, metrics, plots -----------------------------------
     def label_info(self, frame: pd.DataFrame, exp: ExperimentBase) -> dict:

@@ -42,6 +42,10 @@ class Task:
         """What later stages need to know about the labels (class names...), from the training frame."""
         raise NotImplementedError
 
+    def text_columns(self, exp: ExperimentBase) -> list[str]:
+        """The label columns whose values are names, read from a file as written (see io.read_frame)."""
+        return []
+
     def n_outputs(self, info: dict) -> int:
         raise NotImplementedError
 

@@ -112,6 +112,9 @@ class Classification(Task):
             raise DataError(f"{self._column(exp)}: classification needs at least 2 classes, found {classes}")
         return {"labels": classes, "target_names": [self._column(exp)]}
 
+    def text_columns(self, exp: ExperimentBase) -> list[str]:
+        return [] if self.multi_label(exp) else [self._column(exp)]
+
     def n_outputs(self, info: dict) -> int:
         return len(info["labels"])
 

@@ -35,3 +35,32 @@ def test_seed_minus_one_is_drawn_once_and_recorded_for_the_sampling(pipeline, tm
     exp = config.load(tmp_path / "params.yaml")
     again = splitting.assign_folds(io.read_frame(exp.dataset.train_dataframe), exp.dataset, seed)
     assert again.fold.tolist() == pd.read_parquet(tmp_path / "split" / "folds.parquet").fold.tolist()
+
+
+def test_class_names_are_kept_as_written(pipeline, tmp_path, monkeypatch):
+    """Codes "01"/"02", classes named "NA" or "None", and integer classes in a column with an unlabelled
+    (empty) row: pandas alone reads them as 1, 2, missing, and 1.0, 2.0; the classes are what the file says."""
+    import yaml
+
+    from stages import split
+
+    frame = pd.read_csv(pipeline.root / "data/fsdd/train.csv")
+    names = {0: "00", 1: "01", 2: "NA", 3: "None", 4: "null"}
+    frame["code"] = [names.get(d, f"0{d}") for d in frame.digit]
+    frame["digit"] = frame.digit.astype(object)
+    frame.loc[0, ["code", "digit"]] = ""  # an unlabelled row: missing, not a class ""
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    params = yaml.safe_load(pipeline.params.read_text())
+    params["dataset"]["train_dataframe"] = str(tmp_path / "train.csv")
+    monkeypatch.chdir(pipeline.root)
+    for column, expected in (
+        ("code", sorted({*names.values(), *(f"0{d}" for d in range(5, 10))})),
+        ("digit", [str(d) for d in range(10)]),
+    ):
+        params["dataset"]["label_columns"] = [column]
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        split.main(tmp_path / "params.yaml", tmp_path / column)
+        info = json.loads((tmp_path / column / "data_info.json").read_text())
+        assert info["labels"] == expected
+        folds = pd.read_parquet(tmp_path / column / "folds.parquet")
+        assert folds[column].isna().tolist() == [True] + [False] * (len(frame) - 1)
