@@ -3,7 +3,12 @@
 - sample_rate: the most common rate among the training files (the higher one on a tie);
 - training_chunk_seconds: the 95th percentile of the clip lengths, rounded up to 0.1 s, at most 60 s
   (most clips fit whole in a crop, a few long ones do not make every batch mostly padding);
-- the rest of the audio section: as set (the window, the mel bins, the frequency range...). A
+- stft_window_size and hop_size: their durations kept. They are counts of samples at the sample rate
+  they were set with (params.yaml's, or the default's); the same counts at another rate are other
+  durations, and at a higher one far narrower frequency bins: 256 samples at 48 kHz leave 26 of 64 mel
+  bands up to 4 kHz without a single STFT bin, and six times the frames to compute. So at a chosen rate
+  r the window is round(window * r / rate) and the hop likewise, logged and written with the choice;
+- the rest of the audio section: as set (the mel bins, the frequency range...). A
   `sample_rate` or `training_chunk_seconds` also in params.yaml is replaced by the chosen one, and the
   split stage says so: `dvc exp run -S audio.audio_parameters=auto` has no way to remove a key, and
   H2O Hydrogen Torch's auto likewise overrides them. An unset max_frequency is the chosen rate's
@@ -36,8 +41,9 @@ CHUNK_PERCENTILE = 95
 
 
 def choose(files: list[Path], audio: AudioSettings | None = None) -> dict:
-    """{sample_rate, training_chunk_seconds} from the files' headers; `audio`, the section they go
-    into, is checked with them (a set max_frequency above the chosen rate's Nyquist frequency)."""
+    """{sample_rate, training_chunk_seconds} from the files' headers, and with `audio`, the section they
+    go into, its stft_window_size and hop_size at the chosen rate (when it is another); the section is
+    checked with them (a set max_frequency above the chosen rate's Nyquist frequency)."""
     if not files:
         raise DataError("audio.audio_parameters auto: there are no training files to choose from")
     infos = [io.info(f) for f in files]
@@ -53,6 +59,23 @@ def choose(files: list[Path], audio: AudioSettings | None = None) -> dict:
         chunk,
     )
     chosen = {"sample_rate": rate, "training_chunk_seconds": chunk}
+    if audio is not None and rate != audio.sample_rate:
+        scale = rate / audio.sample_rate
+        window = max(16, round(audio.stft_window_size * scale))
+        hop = min(window, max(1, round(audio.hop_size * scale)))
+        chosen.update(stft_window_size=window, hop_size=hop)
+        log.info(
+            "audio_parameters auto: stft_window_size %d -> %d and hop_size %d -> %d, the same %.1f ms and "
+            "%.1f ms at %d Hz as at %d Hz",
+            audio.stft_window_size,
+            window,
+            audio.hop_size,
+            hop,
+            1000 * audio.stft_window_size / audio.sample_rate,
+            1000 * audio.hop_size / audio.sample_rate,
+            rate,
+            audio.sample_rate,
+        )
     if audio is not None:
         replaced = [f"{key} {getattr(audio, key)}" for key in CHOSEN if key in audio.model_fields_set]
         if replaced:
