@@ -120,3 +120,21 @@ def test_prefect_retries_only_a_transient_failure():
 def test_commands_run_with_this_interpreter_first_on_path(tmp_path, log):
     (line,) = commands.run(["python", "-c", "import sys; print(sys.executable)"], tmp_path, "which", log[0])
     assert line == sys.executable
+
+
+def test_the_temporary_server_gets_90_seconds_to_start_unless_the_user_says(tmp_path):
+    """Prefect's 20 s were not enough for its first start (a database migration) on a busy 2-core box."""
+    import os
+    import subprocess
+
+    code = (
+        "import flows.pipeline\n"
+        "from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as timeout\n"
+        "print(timeout.value())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}
+    env["PREFECT_HOME"] = str(tmp_path)
+    run = [sys.executable, "-c", code]
+    assert subprocess.run(run, env=env, capture_output=True, text=True, check=True).stdout.strip() == "90"
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "300"
+    assert subprocess.run(run, env=env, capture_output=True, text=True, check=True).stdout.strip() == "300"
