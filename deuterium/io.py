@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from deuterium.errors import DataError
@@ -106,7 +108,23 @@ def write_frame(frame: pd.DataFrame, path: Path | str) -> None:
 
 
 def write_json(data: Any, path: Path | str) -> None:
-    _atomic(Path(path), lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str) + "\n"))
+    """Strict JSON: a metric that is not a number (H2O-3's RMSLE of negative values, R2 of one row) is
+    null. Python would write NaN, which JSON has not: jq, JavaScript and most JSON libraries refuse the
+    whole file."""
+    text = json.dumps(_finite(data), indent=2, default=str, allow_nan=False)
+    _atomic(Path(path), lambda tmp: tmp.write_text(text + "\n"))
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, np.generic):  # a numpy float32 would be written as its str(), a string
+        data = data.item()
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_finite(v) for v in data]
+    return data
 
 
 def write_text(text: str, path: Path | str) -> None:
