@@ -34,6 +34,14 @@ def test_wrong_type_is_named_with_the_value():
     assert "training.epochs" in msg and "'many'" in msg
 
 
+def test_a_misspelt_backbone_stops_at_load_with_the_closest_timm_names():
+    """Not at the train stage, after validate and split have run."""
+    msg = error({"architecture": {"backbone": "efficientnet-b0"}})
+    assert "architecture.backbone" in msg and "'efficientnet-b0' is not a timm model" in msg
+    assert "'efficientnet_b0'" in msg
+    assert parse({"architecture": {"backbone": "efficientnet_b0"}}).architecture.backbone == "efficientnet_b0"
+
+
 def test_option_not_valid_for_the_problem_type_lists_the_allowed_values():
     msg = error({"training": {"loss_function": "mae"}})  # a regression loss in a classification experiment
     assert "training.loss_function" in msg and "cross_entropy" in msg

@@ -26,6 +26,9 @@ def test_pretrained_without_cached_weights_is_a_clear_error(monkeypatch, tmp_pat
 
 
 def test_unknown_backbone_suggests_timm_names():
-    exp = config.parse(tiny_params({"architecture": {"backbone": "resnet_huge_9000"}}))
-    with pytest.raises(ConfigError, match="not a timm model"):
+    """Loading settings refuses it (test_config); a copy made with model_copy is not validated again."""
+    exp = config.parse(tiny_params())
+    arch = exp.architecture.model_copy(update={"backbone": "resnet_huge_9000"})
+    exp = exp.model_copy(update={"architecture": arch})
+    with pytest.raises(ConfigError, match=r"'resnet_huge_9000' is not a timm model; similar: \['"):
         problems.get(exp.problem_type).model(exp, 10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 
 import timm
@@ -13,13 +14,22 @@ from deuterium.models.pooling import Pool
 from deuterium.settings import ArchitectureSettings
 
 
+def unknown_backbone(name: str) -> str | None:
+    """Why `name` is no timm model, with the closest names (a hyphen for an underscore, a missing
+    suffix); None when it is one."""
+    known = timm.list_models()
+    if name in known:
+        return None
+    close = difflib.get_close_matches(name, known, n=6, cutoff=0.75)
+    close += [m for m in timm.list_models(f"*{name.split('_')[0]}*")[:6] if m not in close]
+    return f"architecture.backbone {name!r} is not a timm model" + (
+        f"; similar: {close[:8]}" if close else ""
+    )
+
+
 def backbone(arch: ArchitectureSettings, in_chans: int = 1) -> nn.Module:
-    if arch.backbone not in timm.list_models():
-        close = timm.list_models(f"*{arch.backbone.split('_')[0]}*")[:8]
-        raise ConfigError(
-            f"architecture.backbone {arch.backbone!r} is not a timm model"
-            + (f"; similar: {close}" if close else "")
-        )
+    if why := unknown_backbone(arch.backbone):
+        raise ConfigError(why)
     if arch.pretrained:
         os.environ["HF_HUB_OFFLINE"] = "1"  # weights come from the local cache or not at all
     try:
