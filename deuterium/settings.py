@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Section(BaseModel):
@@ -88,18 +88,6 @@ class ArchitectureSettings(Section):
     pretrained: bool = False
     pool: Literal["average", "max", "gem", "cat_average_max", "mean_average_max"] = "average"
     dropout: float = Field(0.0, ge=0, lt=1)
-
-    @field_validator("backbone")
-    @classmethod
-    def _timm_model(cls, name: str) -> str:
-        """At load, so a misspelt backbone stops `dvc repro` before the data is validated and split,
-        not at the train stage. timm is imported here, not at the top: the service reads no settings
-        and runs without torch."""
-        from deuterium.models.timm_model import unknown_backbone
-
-        if why := unknown_backbone(name):
-            raise ValueError(why.removeprefix("architecture.backbone "))
-        return name
 
 
 class TrainingBase(Section):

@@ -22,6 +22,8 @@ def error(overrides: dict, base: dict | None = None) -> str:
 def test_shipped_params_files_are_valid():
     assert config.load(REPO / "params.yaml").problem_type == "audio_classification"
     assert config.load(REPO / "configs" / "fsdd_regression.yaml").problem_type == "audio_regression"
+    for path in sorted((REPO / "configs").glob("*.yaml")):  # every one the README names
+        assert config.load(path).problem_type in problems.names(), path
 
 
 def test_unknown_key_is_named():

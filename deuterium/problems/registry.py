@@ -53,8 +53,20 @@ def settings_model(name: str) -> type[ExperimentBase]:
         **{dt.name: (dt.Settings, dt.Settings())},
     )
     model.data_section = dt.name
-    model.data_checks = dt.settings_checks
+    reads_architecture = "architecture" not in dt.unread_settings
+    model.data_checks = (*dt.settings_checks, *((_known_backbone,) if reads_architecture else ()))
     return model
+
+
+def _known_backbone(exp: ExperimentBase) -> None:
+    """At load, so a misspelt backbone stops `dvc repro` before the data is validated and split, not at
+    the train stage; for the data types that read the architecture section (a table's network is its
+    own: its configs say `backbone: none`). timm is imported here, not at the top: the service reads no
+    settings and runs without torch."""
+    from deuterium.models.timm_model import unknown_backbone
+
+    if why := unknown_backbone(exp.architecture.backbone):
+        raise ValueError(why)
 
 
 def settings_models() -> list[type[ExperimentBase]]:
