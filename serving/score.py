@@ -42,6 +42,12 @@ class Item:
     path: Path | None
     error: str | None = None
     row: dict | None = None  # a frame's row (column -> value), for a data type whose input is a row
+    origin: str = ""  # where a file named in a CSV was named: "list.csv:3", before its failure
+
+    def failed(self, why: str) -> str:
+        """The failure's line: `why` names the input (prefixed with it if not), after the CSV row."""
+        why = why if self.name in why else f"{self.name}: {why}"
+        return f"{self.origin}: {why}" if self.origin else why
 
 
 def frame_rows(path: Path, columns: Sequence[dict] = ()) -> list[Item]:
@@ -119,7 +125,7 @@ def _from_csv(path: Path, column: str, folder: Path) -> list[Item]:
     items = []
     for row, name in enumerate(names, start=2):  # row 1 is the header
         try:
-            items.append(Item(name, assets.resolve(folder, name)))
+            items.append(Item(name, assets.resolve(folder, name), origin=f"{path}:{row}"))
         except DataError as err:
             items.append(Item(f"{path}:{row}", None, f"{path}:{row}: {err}"))
     return items
@@ -141,21 +147,21 @@ def score(scorer: Scorer, items: list[Item], key: str = "file") -> tuple[list[di
     failures: list[str] = []
     groups = [items[i : i + GROUP] for i in range(0, len(items), GROUP)]
     for group in track(groups, description="scoring", disable=not sys.stderr.isatty()):
-        names, decoded = [], []
+        loaded, decoded = [], []
         for item in group:
             if item.error is not None or (item.row is None and not item.path.is_file()):
-                failures.append(item.error or f"{item.name}: no such file")
+                failures.append(item.error or item.failed("no such file"))
                 continue
             try:
                 decoded.append(scorer.load(item.row if item.row is not None else item.path, item.name))
-                names.append(item.name)
+                loaded.append(item)
             except DeuteriumError as err:
-                failures.append(str(err) if item.name in str(err) else f"{item.name}: {err}")
-        for name, prediction in zip(names, scorer.predict(decoded), strict=True):
+                failures.append(item.failed(str(err)))
+        for item, prediction in zip(loaded, scorer.predict(decoded), strict=True):
             if "error" in prediction:
-                failures.append(f"{name}: {prediction['error']}")
+                failures.append(item.failed(prediction["error"]))
             else:
-                rows.append(_row(name, prediction, key))
+                rows.append(_row(item.name, prediction, key))
     return rows, failures
 
 

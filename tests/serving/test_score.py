@@ -50,8 +50,9 @@ def test_cli_scores_the_good_files_and_names_the_bad_ones(model_dir, inputs):
         text=True,
     )
     assert done.returncode == 1
-    for bad in ("clips/broken.ogg", "clips/gone.wav", "list.csv:4", "nothere.mp3", "gone.csv: no such CSV"):
+    for bad in ("clips/broken.ogg", "list.csv:4", "nothere.mp3", "gone.csv: no such CSV"):
         assert f"failed: {bad}" in done.stderr
+    assert "failed: list.csv:3: clips/gone.wav: no such file" in done.stderr  # the CSV's row, then the file
     rows = _read(out)
     assert [r["file"] for r in rows] == ["clips/a.wav", "clips/sub/b.flac", "clips/a.wav"]
     scorer = Scorer(model_dir, providers=["CPUExecutionProvider"])
