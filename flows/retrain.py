@@ -109,8 +109,8 @@ def _shown(project: Path, path: Path) -> str:
 
 def data_settings(
     project: Path, new_data: Path, data_folder: Path | None, dataset: dict
-) -> tuple[dict[str, str], list[str]]:
-    """The dataset settings that point the pipeline at the new data, and the paths to copy into the experiment.
+) -> dict[str, str]:
+    """The dataset settings that point the pipeline at the new data.
 
     `dataset` is params.yaml's section as it stands. The holdout keeps reading its files where it did.
     """
@@ -125,17 +125,13 @@ def data_settings(
     else:
         raise DataError(f"{new_data}: no such dataframe file or data folder")
     settings = {"dataset.train_dataframe": _shown(project, dataframe)}
-    copies = [settings["dataset.train_dataframe"]]
     if folder is not None:
         if not _path(project, folder).is_dir():
             raise DataError(f"{folder}: no such data folder")
         settings["dataset.data_folder"] = _shown(project, folder)
-        copies.append(settings["dataset.data_folder"])
         if dataset.get("test_dataframe") and not dataset.get("data_folder_test"):
             settings["dataset.data_folder_test"] = str(dataset["data_folder"])  # the same holdout, same files
-    # Untracked files are not in a temporary experiment unless copied in (treeverse/dvc#8854).
-    inside = [c for c in copies if not Path(c).is_absolute()]
-    return settings, [c for c in inside if not any(Path(c).is_relative_to(o) and c != o for o in inside)]
+    return settings
 
 
 def _parse_setting(item: str) -> tuple[list[str], object]:
@@ -330,13 +326,84 @@ def training_data(
     return settings, {n: h for n, h in new_files.items() if h not in old}
 
 
-def experiment_copies(project: Path, copies: list[str], new: dict[str, str], work: Path) -> list[str]:
-    """What `dvc exp run -C` copies into the temporary experiment. The experiment reads the dataframe in
-    `work` (appended, or with `replace` the new one copied as it is), not the new one where it lies: copying
-    that failed when it was a file in a folder git does not have (DVC does not make its parent folder:
-    "Unable to copy ... No such file")."""
-    dataframe = new["dataset.train_dataframe"]
-    return [_shown(project, work / TRAINING), *(c for c in copies if c != dataframe)]
+def experiment_reads(
+    project: Path, params: dict, new: dict[str, str], data: dict[str, str], replace: bool
+) -> list[Path]:
+    """The data paths the challenger's experiment reads: its training dataframe (`data`: in `work`), the
+    old rows' folder and the new rows' (`new`; not the folder above both that an appended dataframe
+    names its files from), the holdout and params.yaml's other dataframes."""
+    final = load_experiment(project, apply_settings(yaml.safe_load(yaml.safe_dump(params)), _items(data)))
+    ds = final.dataset
+    folders = [ds.data_folder] if replace else [load_experiment(project, params).dataset.data_folder]
+    if not replace and "dataset.data_folder" in new:
+        folders.append(Path(new["dataset.data_folder"]))
+    found = [ds.train_dataframe, ds.test_dataframe, ds.validation_dataframe, ds.unlabeled_dataframe]
+    if ds.test_dataframe is not None:
+        found.append(ds.test_data_folder)
+    return [_path(project, p) for p in [*found, *folders] if p is not None]
+
+
+def experiment_copies(project: Path, reads: Sequence[Path]) -> list[str]:
+    """What `dvc exp run --temp -C` copies into the temporary experiment: of the paths it reads, those
+    that neither git nor DVC brings there (untracked files are not in it, treeverse/dvc#8854).
+
+    A path git tracks is there already, with the workspace's uncommitted changes (DVC stashes them into
+    the experiment), and copying it over failed: "Unable to copy ... File exists". A DVC-tracked path
+    (a .dvc file's or a stage's output) is checked out or made there. A folder of which git has some
+    files and not others could be neither copied nor left: that is an error saying what to do."""
+    copies = []
+    for path in dict.fromkeys(p.resolve() for p in reads):
+        if not path.is_relative_to(project) or not path.exists():
+            continue  # outside the project: read where it is; missing: validation says so
+        shown = path.relative_to(project).as_posix()
+        if _dvc_tracked(project, path):
+            continue
+        in_git = _in_git(project, path)
+        if not in_git:
+            # the topmost folder git has nothing of: DVC copies into a folder the experiment has
+            while path.parent != project and not _in_git(project, path.parent):
+                path = path.parent
+            copies.append(path.relative_to(project).as_posix())
+            continue
+        on_disk = {f.relative_to(project).as_posix() for f in _files(path)}
+        if untracked := sorted(on_disk - in_git):
+            raise DataError(
+                f"{shown}: git tracks {len(on_disk & in_git)} of its files but not {len(untracked)} "
+                f"(such as {', '.join(untracked[:3])}), so the experiment, a copy of the repository, "
+                f"would miss them: `git add {shown}` and commit, or track the folder with `dvc add {shown}`"
+            )
+    copies = list(dict.fromkeys(copies))
+    return [c for c in copies if not any(Path(c).is_relative_to(o) and c != o for o in copies)]
+
+
+def _in_git(project: Path, path: Path) -> set[str]:
+    """The files git tracks at or under `path`, relative to the project."""
+    listed = _git_bytes(project, "ls-files", "-z", "--", path.relative_to(project).as_posix())
+    return set(listed.decode().split("\0")) - {""}
+
+
+def _files(path: Path) -> list[Path]:
+    return [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+
+
+def _dvc_tracked(project: Path, path: Path) -> bool:
+    """Whether `path` is, or is inside, the output of a .dvc file or of a dvc.yaml stage."""
+    for node in [path, *path.parents]:
+        if node == project:
+            break
+        if node.with_name(node.name + ".dvc").is_file():
+            return True
+    stages = (
+        (yaml.safe_load((project / "dvc.yaml").read_text()) or {}).get("stages", {})
+        if (project / "dvc.yaml").is_file()
+        else {}
+    )
+    outs = [
+        next(iter(out)) if isinstance(out, dict) else out
+        for stage in stages.values()
+        for out in (stage.get("outs") or [])
+    ]
+    return any(path.is_relative_to((project / out).resolve()) for out in outs)
 
 
 def write_frame_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -663,7 +730,7 @@ def retrain(
     work = project / WORK / name
     params = yaml.safe_load((project / PARAMS_FILE).read_text()) or {}
     params = apply_settings(params, list(set_params or []))
-    new, copies = data_settings(project, new_data, data_folder, params.get("dataset") or {})
+    new = data_settings(project, new_data, data_folder, params.get("dataset") or {})
     check_experiments_keep_metrics(project)
     with_new = apply_settings(yaml.safe_load(yaml.safe_dump(params)), _items(new))
     exp = load_experiment(project, with_new)
@@ -673,7 +740,9 @@ def retrain(
     validate_new_data(project, with_new, work)  # the new rows as given, so errors name their file and row
     data, new_files = training_data(project, params, new, replace, work)
     check_holdout_untouched(project, exp, new_files, str(new_data))
-    copies = experiment_copies(project, copies, new, work)
+    copies = experiment_copies(project, experiment_reads(project, params, new, data, replace))
+    if copies:
+        log.info("copied into the experiment, as neither git nor DVC tracks them: %s", ", ".join(copies))
     settings = _items(data) + list(set_params or [])
 
     stages = stage_order(project)

@@ -2,6 +2,7 @@
 check and the paired comparison of flows/retrain.py, on a small project of fake files (only their bytes count)."""
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from flows.retrain import (
     check_holdout_untouched,
     data_settings,
     experiment_copies,
+    experiment_reads,
     holdout_of,
     load_experiment,
     paired_comparison,
@@ -55,8 +57,7 @@ def params_of(project: Path) -> dict:
 
 def new_batch(project: Path, rows: list[tuple[str, int]], content=lambda f: f.encode()) -> dict[str, str]:
     write(rows, project / "data" / "incoming" / "train.csv", project / "data" / "incoming", content)
-    settings, _ = data_settings(project, Path("data/incoming"), None, params_of(project)["dataset"])
-    return settings
+    return data_settings(project, Path("data/incoming"), None, params_of(project)["dataset"])
 
 
 def test_appending_is_the_default_and_keeps_the_old_rows(project):
@@ -164,8 +165,7 @@ def rows_project(tmp_path) -> Path:
 def new_rows(project: Path, frame: pd.DataFrame) -> dict[str, str]:
     (project / "data" / "incoming").mkdir(parents=True, exist_ok=True)
     frame.to_csv(project / "data" / "incoming" / "train.csv", index=False)
-    settings, _ = data_settings(project, Path("data/incoming/train.csv"), None, params_of(project)["dataset"])
-    return settings
+    return data_settings(project, Path("data/incoming/train.csv"), None, params_of(project)["dataset"])
 
 
 def test_rows_without_files_are_appended_once_and_the_holdout_is_their_dataframe(rows_project):
@@ -223,20 +223,42 @@ def test_a_class_the_holdout_lacks_is_named(rows_project, caplog):
     assert "the new rows hold class(es) ['c'] that no holdout row has" in caplog.text
 
 
-def test_appending_copies_the_appended_dataframe_not_the_new_one(rows_project):
-    """`dvc exp run -C data/incoming/train.csv` failed when git had no data/incoming (DVC makes no parent)."""
-    new = new_rows(rows_project, pd.DataFrame({"x": [9.0], "colour": ["blue"], "y": ["a"]}))
-    _, copies = data_settings(
-        rows_project, Path("data/incoming/train.csv"), None, params_of(rows_project)["dataset"]
-    )
-    assert copies == ["data/incoming/train.csv"]
-    work = rows_project / "artifacts" / "retrain" / "run"
-    # appended or (--replace) copied as it is, the experiment reads the dataframe in work/training
-    assert experiment_copies(rows_project, copies, new, work) == ["artifacts/retrain/run/training"]
-    folder, copies = data_settings(
-        rows_project, Path("data/incoming"), None, params_of(rows_project)["dataset"]
-    )
-    assert experiment_copies(rows_project, copies, folder, work) == [
-        "artifacts/retrain/run/training",
-        "data/incoming",
-    ]
+def _git(project: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=project, check=True, capture_output=True)
+
+
+def test_the_experiment_gets_copies_of_what_neither_git_nor_dvc_has(project):
+    """A temporary experiment is a copy of the repository: untracked data is copied in with -C (the old
+    rows' folder too: the run stopped with 'file not found' for every old file), a folder git has is not
+    (copying over it stopped the run: 'Unable to copy ... File exists'), nor a DVC-tracked one."""
+    new = new_batch(project, [("7_george_9.wav", 7)])
+    work = project / "artifacts" / "retrain" / "run"
+    params = params_of(project)
+    appended = training_data(project, params, new, replace=False, work=work)[0]
+    alone = training_data(project, params, new, replace=True, work=work)[0]
+    _git(project, "init", "-q")
+    _git(project, "add", "params.yaml")
+    _git(project, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "params")
+
+    def copies(replace: bool = False) -> list[str]:
+        data = alone if replace else appended
+        return experiment_copies(project, experiment_reads(project, params, new, data, replace))
+
+    # nothing but params.yaml in git: the training folder in work, the old rows' data, the new rows'
+    assert copies() == ["artifacts", "data"]
+    _git(project, "add", "data/fsdd")
+    assert copies() == ["artifacts", "data/incoming"]
+    _git(project, "add", "data/incoming")
+    assert copies() == ["artifacts"]
+    (project / "data" / "incoming" / "8_george_9.wav").write_bytes(b"8")  # new, not added to git
+    with pytest.raises(
+        DataError,
+        match=r"data/incoming: git tracks 2 of its files but not 1 \(such as data/incoming/8_george_9.wav\)"
+        r".*`git add data/incoming`.*`dvc add data/incoming`",
+    ):
+        copies()
+    _git(project, "rm", "-rq", "--cached", "data/fsdd", "data/incoming")
+    (project / "data" / "incoming.dvc").write_text("outs:\n- path: incoming\n")
+    (project / "data" / "fsdd.dvc").write_text("outs:\n- path: fsdd\n")
+    assert copies() == ["artifacts"]
+    assert copies(replace=True) == ["artifacts"]  # the new rows alone: their folder, DVC's
