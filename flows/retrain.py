@@ -41,6 +41,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,9 +108,7 @@ def _shown(project: Path, path: Path) -> str:
         return str(_path(project, path).resolve())
 
 
-def data_settings(
-    project: Path, new_data: Path, data_folder: Path | None, dataset: dict
-) -> dict[str, str]:
+def data_settings(project: Path, new_data: Path, data_folder: Path | None, dataset: dict) -> dict[str, str]:
     """The dataset settings that point the pipeline at the new data.
 
     `dataset` is params.yaml's section as it stands. The holdout keeps reading its files where it did.
@@ -199,13 +198,14 @@ def row_hashes(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, str]:
 
 def input_columns(project: Path, exp: ExperimentBase) -> list[str]:
     """What a row's content is, for a data type without files: the holdout's columns that the project's
-    training dataframe (params.yaml's) also has, but the labels. The same columns on every side, so a new
-    row and a holdout or training row compare; a holdout column that no training row has (a note, an id
-    of the test set) is no input of the model, and a test row copied without it is the same row."""
+    training dataframe (params.yaml's) also has, the labels with them (a copied row carries its label).
+    The same columns on every side, so a new row and a holdout or training row compare; a holdout column
+    that no training row has (a note, an id of the test set) is no input of the model, and a test row
+    copied without it is the same row."""
     _, frame, _ = holdout_files(project, exp)
     project_exp = load_experiment(project, yaml.safe_load((project / PARAMS_FILE).read_text()))
     trained = set(io.read_frame(_path(project, project_exp.dataset.train_dataframe)).columns)
-    return [c for c in frame.columns if c in trained and c not in exp.dataset.label_columns]
+    return [c for c in frame.columns if c in trained]
 
 
 def input_hashes(
@@ -294,12 +294,10 @@ def training_data(
     old_frame = problems.of(exp).read_frame(_path(project, exp.dataset.train_dataframe))
     old_folder = _path(project, exp.dataset.data_folder).resolve()
     old = set(input_hashes(project, exp, old_frame, old_folder)[0].values())
-    names = (
-        new_frame[column].astype(str)
-        if column
-        else pd.Series([f"row {i + 1}" for i in range(len(new_frame))])
-    )
-    known = names.map(lambda n: new_files.get(n) in old)
+    if column:
+        known = new_frame[column].astype(str).map(lambda n: new_files.get(n) in old)
+    else:  # a row is no file: the same values twice are two observations (H2O-3 keeps both)
+        known = pd.Series(False, index=new_frame.index)
     if known.any():
         log.info(
             "%d new row(s) are already in the training data (the same %s content): not added twice",
@@ -323,7 +321,7 @@ def training_data(
     settings["dataset.data_folder"] = _shown(project, root)
     if exp.dataset.test_dataframe and not exp.dataset.data_folder_test:
         settings["dataset.data_folder_test"] = _shown(project, old_folder)  # the same holdout, same files
-    return settings, {n: h for n, h in new_files.items() if h not in old}
+    return settings, new_files if not column else {n: h for n, h in new_files.items() if h not in old}
 
 
 def experiment_reads(
@@ -440,11 +438,22 @@ def holdout_of(project: Path, exp: ExperimentBase) -> registry.Holdout:
 def check_holdout_untouched(
     project: Path, exp: ExperimentBase, new_files: dict[str, str], where: str
 ) -> None:
-    """New training rows whose files have the bytes of a holdout file (or, without files, whose values are a
-    holdout row's) stop the run before training."""
+    """New training rows whose files have the bytes of a holdout file stop the run before training.
+
+    Without files, a new row whose values (labels too) are a holdout row's stops it only when they are
+    that row's alone: not another holdout row's and no row's of the project's training dataframe. A table
+    of a few discrete columns repeats its rows by chance (3 levels of 2 columns and 2 classes make 18
+    distinct rows), and every new row matched some holdout row: the run was refused for rows that were
+    no copy. A copied holdout row of measured values matches that row only."""
     _, frame, _ = holdout_files(project, exp)
     folder = _path(project, exp.dataset.test_data_folder).resolve()
     holdout, noun = input_hashes(project, exp, frame, folder)
+    if noun == "row":
+        seen = Counter(holdout.values())
+        project_exp = load_experiment(project, yaml.safe_load((project / PARAMS_FILE).read_text()))
+        old = problems.of(project_exp).read_frame(_path(project, project_exp.dataset.train_dataframe))
+        seen.update(row_hashes(old, input_columns(project, exp)).values())
+        holdout = {name: h for name, h in holdout.items() if seen[h] == 1}
     registry.check_no_overlap(new_files, holdout, where, noun)
 
 

@@ -168,16 +168,18 @@ def new_rows(project: Path, frame: pd.DataFrame) -> dict[str, str]:
     return data_settings(project, Path("data/incoming/train.csv"), None, params_of(project)["dataset"])
 
 
-def test_rows_without_files_are_appended_once_and_the_holdout_is_their_dataframe(rows_project):
-    # a fresh row, and the values of training row 4 (label aside, its missing colour too): not added twice
-    new = new_rows(rows_project, pd.DataFrame({"x": [9.0, 3], "colour": ["blue", None], "y": ["a", "a"]}))
+def test_rows_without_files_are_appended_as_given_and_the_holdout_is_their_dataframe(rows_project):
+    """A row is no file: the values of training row 4 again (the label too) are a second observation,
+    not the same row delivered twice (H2O-3 keeps both). Dropping them lost every new row of a table of
+    a few discrete columns."""
+    new = new_rows(rows_project, pd.DataFrame({"x": [9.0, 3], "colour": ["blue", None], "y": ["a", "b"]}))
     work = rows_project / "artifacts" / "retrain" / "run"
     settings, new_rows_hashed = training_data(
         rows_project, params_of(rows_project), new, replace=False, work=work
     )
     frame = pd.read_csv(work / "training" / "train.csv")
-    assert frame.x.tolist() == [0.0, 1.0, 2.0, 3.0, 9.0] and frame.y.tolist() == list("ababa")
-    assert list(new_rows_hashed) == ["row 1"]
+    assert frame.x.tolist() == [0.0, 1.0, 2.0, 3.0, 9.0, 3.0] and frame.y.tolist() == list("ababab")
+    assert list(new_rows_hashed) == ["row 1", "row 2"]
     exp = load_experiment(
         rows_project, apply_settings(params_of(rows_project), [f"{k}={v}" for k, v in settings.items()])
     )
@@ -191,7 +193,11 @@ def test_rows_without_files_are_appended_once_and_the_holdout_is_their_dataframe
 
 
 def test_a_new_row_with_a_holdout_rows_values_is_refused(rows_project):
-    new = new_rows(rows_project, pd.DataFrame({"x": [9.0, 6], "colour": ["blue", "blue"], "y": ["a", "a"]}))
+    # row 2 is the holdout's row 2, label and all; row 3 has its inputs and another label: another row
+    new = new_rows(
+        rows_project,
+        pd.DataFrame({"x": [9.0, 6, 6], "colour": ["blue", "blue", "blue"], "y": ["a", "b", "a"]}),
+    )
     params = params_of(rows_project)
     _, hashed = training_data(rows_project, params, new, True, rows_project / "artifacts" / "retrain" / "run")
     exp = config.load(rows_project / "params.yaml")
@@ -199,7 +205,25 @@ def test_a_new_row_with_a_holdout_rows_values_is_refused(rows_project):
         DataError, match=r"data/incoming: 1 new training row\(s\).*row 2 is the holdout's row 2"
     ):
         check_holdout_untouched.fn(rows_project, exp, hashed, "data/incoming")
-    check_holdout_untouched.fn(rows_project, exp, {"row 1": hashed["row 1"]}, "data/incoming")
+    check_holdout_untouched.fn(rows_project, exp, {k: hashed[k] for k in ("row 1", "row 3")}, "data/incoming")
+
+
+def test_rows_that_the_data_repeats_are_no_copy_of_the_holdout(rows_project):
+    """A holdout row whose values a training row (or another holdout row) also has is a value the data
+    repeats by chance; a new row with them is no evidence of a copied holdout."""
+    test = rows_project / "data" / "tab" / "test.csv"
+    holdout = pd.read_csv(test)
+    extra = pd.DataFrame({"x": [0.0, 7.0, 7.0], "colour": ["red", "red", "red"], "y": ["a", "b", "b"]})
+    pd.concat([holdout, extra]).to_csv(test, index=False)  # row 3 is training row 1; rows 4 and 5 the same
+    new = new_rows(
+        rows_project, pd.DataFrame({"x": [0.0, 7.0, 5.0], "colour": ["red"] * 3, "y": ["a", "b", "a"]})
+    )
+    params = params_of(rows_project)
+    _, hashed = training_data(rows_project, params, new, True, rows_project / "artifacts" / "retrain" / "run")
+    exp = config.load(rows_project / "params.yaml")
+    check_holdout_untouched.fn(rows_project, exp, {k: hashed[k] for k in ("row 1", "row 2")}, "data/incoming")
+    with pytest.raises(DataError, match=r"row 3 is the holdout's row 1"):  # measured values: a copy
+        check_holdout_untouched.fn(rows_project, exp, hashed, "data/incoming")
 
 
 def test_a_holdout_row_copied_without_the_holdouts_extra_column_is_refused(rows_project):
@@ -207,7 +231,7 @@ def test_a_holdout_row_copied_without_the_holdouts_extra_column_is_refused(rows_
     test file has (a note) hashed differently and was trained on."""
     test = rows_project / "data" / "tab" / "test.csv"
     pd.read_csv(test).assign(note=["checked", "later"]).to_csv(test, index=False)
-    new = new_rows(rows_project, pd.DataFrame({"x": [9.0, 6], "colour": ["blue", "blue"], "y": ["a", "a"]}))
+    new = new_rows(rows_project, pd.DataFrame({"x": [9.0, 6], "colour": ["blue", "blue"], "y": ["a", "b"]}))
     params = params_of(rows_project)
     _, hashed = training_data(rows_project, params, new, True, rows_project / "artifacts" / "retrain" / "run")
     with pytest.raises(DataError, match=r"row 2 is the holdout's row 2"):
