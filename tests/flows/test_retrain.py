@@ -186,18 +186,14 @@ def test_new_data_is_a_dataframe_or_a_folder_and_the_holdout_keeps_its_files(tmp
     with pytest.raises(DataError, match="needs one of train.csv"):
         data_settings(tmp_path, Path("data/new"), None, dataset)
     (tmp_path / "data" / "new" / "train.csv").write_text("file,digit\n")
-    assert data_settings(tmp_path, Path("data/new"), None, dataset) == (
-        {
-            "dataset.train_dataframe": "data/new/train.csv",
-            "dataset.data_folder": "data/new",
-            "dataset.data_folder_test": "data/fsdd/recordings",
-        },
-        ["data/new"],
-    )
-    assert data_settings(tmp_path, Path("data/more.csv"), None, dataset) == (
-        {"dataset.train_dataframe": "data/more.csv"},
-        ["data/more.csv"],
-    )
+    assert data_settings(tmp_path, Path("data/new"), None, dataset) == {
+        "dataset.train_dataframe": "data/new/train.csv",
+        "dataset.data_folder": "data/new",
+        "dataset.data_folder_test": "data/fsdd/recordings",
+    }
+    assert data_settings(tmp_path, Path("data/more.csv"), None, dataset) == {
+        "dataset.train_dataframe": "data/more.csv"
+    }
     with pytest.raises(DataError, match="no such dataframe file or data folder"):
         data_settings(tmp_path, Path("data/none"), None, dataset)
 
