@@ -396,7 +396,8 @@ def _fit_regression(project: Path, out: Path, label: str, standardize: bool) -> 
     exp = config.parse(params)
     problem = problems.of(exp)
     folds = io.read_frame(project / paths.SPLIT / paths.FOLDS_FILE)
-    folds = folds.assign(thousands=folds.digit * 1000 + 7)
+    digit = folds.digit.astype(int)  # the fixture's split is a classification: its classes are kept as text
+    folds = folds.assign(digit=digit, thousands=digit * 1000 + 7)
     info = problem.label_info(folds, exp)
     targets = problem.encode(folds, exp, info)
     oof = fitting.fit_folds(exp, problem, info, folds, targets, out / "train", out / "checkpoints")
