@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas._libs.parsers import STR_NA_VALUES  # read_csv's own missing markers (no public name)
 
 from deuterium.errors import DataError
 
@@ -31,8 +32,10 @@ def read_frame(path: Path | str, text_columns: Iterable[str] = ()) -> pd.DataFra
     try:
         if suffix == ".parquet":
             return pd.read_parquet(path)
-        frame = pd.read_csv(path, sep=sep)
         header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str).iloc[0].dropna()
+        names = pd.read_csv(path, sep=sep, nrows=0).columns  # as pandas names them ("Unnamed: 2")
+        text = [c for c in dict.fromkeys(text_columns) if c in names]
+        frame = pd.read_csv(path, sep=sep, **_as_text(names, text))
     except UnicodeDecodeError:
         raise DataError(_not_utf8(path)) from None
     except Exception as err:  # pandas/pyarrow raise many types for a broken file
@@ -46,10 +49,20 @@ def read_frame(path: Path | str, text_columns: Iterable[str] = ()) -> pd.DataFra
     twice = sorted(set(header[header.duplicated()]))
     if twice:
         raise DataError(f"{path}: column(s) {twice} appear more than once in the header; rename them")
-    for column in [c for c in dict.fromkeys(text_columns) if c in frame.columns]:
-        text = pd.read_csv(path, sep=sep, usecols=[column], dtype=str, keep_default_na=False)[column]
-        frame[column] = text.where(text.str.strip() != "", None)
+    for column in text:
+        frame[column] = frame[column].where(frame[column].str.strip() != "", None)
     return frame
+
+
+def _as_text(names: pd.Index, text: list[str]) -> dict:
+    """read_csv's arguments that read `text` as written and every other column as pandas does: its missing
+    markers ("NA", "None", "null"...) are per column only when keep_default_na is off, so they are listed for
+    the others (one parse of the file, not one more per text column)."""
+    if not text:
+        return {}
+    markers = sorted(STR_NA_VALUES)
+    na_values = {c: ([""] if c in text else markers) for c in names}
+    return {"dtype": dict.fromkeys(text, str), "keep_default_na": False, "na_values": na_values}
 
 
 def _not_utf8(path: Path) -> str:

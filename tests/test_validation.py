@@ -320,6 +320,19 @@ def test_a_column_named_twice_in_the_header_is_named(tmp_path, audio):
     assert problems(report) == [(None, None, "dataframe readable")]
 
 
+def test_class_columns_are_read_as_written_and_the_others_as_pandas_reads_them(tmp_path):
+    """Class names "01", "NA" and "None" stay text, an empty or blank class is an unlabelled row, and in the
+    same file the other columns keep pandas' reading: "NA" there is missing and numbers are numbers."""
+    (tmp_path / "t.csv").write_text("label,x,note\n01,1.5,NA\nNA,NA,a\nNone,2,None\n,3,\n  ,4,b\n")
+    frame = dio.read_frame(tmp_path / "t.csv", text_columns=["label", "absent"])
+    assert frame.label.tolist()[:3] == ["01", "NA", "None"]
+    assert frame.label.isna().tolist() == [False, False, False, True, True]
+    assert frame.x.dtype == np.float64 and frame.x.isna().tolist() == [False, True, False, False, False]
+    assert frame.note.isna().tolist() == [True, False, True, True, False]
+    plain = dio.read_frame(tmp_path / "t.csv")
+    assert plain.label.isna().tolist() == [False, True, True, True, False]  # pandas: "NA", "None" missing
+
+
 def test_a_csv_separated_by_semicolons_is_said_so(tmp_path, audio):
     """A spreadsheet saved where decimals take a comma separates by ';': pandas reads one column named
     'file;label' (or fails on a decimal comma), and the user would next hear 'no column file'."""
