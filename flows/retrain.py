@@ -349,12 +349,12 @@ def experiment_copies(project: Path, reads: Sequence[Path]) -> list[str]:
     the experiment), and copying it over failed: "Unable to copy ... File exists". A DVC-tracked path
     (a .dvc file's or a stage's output) is checked out or made there. A folder of which git has some
     files and not others could be neither copied nor left: that is an error saying what to do."""
-    copies = []
+    copies, dvc_outputs = [], _dvc_outputs(project)
     for path in dict.fromkeys(p.resolve() for p in reads):
         if not path.is_relative_to(project) or not path.exists():
             continue  # outside the project: read where it is; missing: validation says so
         shown = path.relative_to(project).as_posix()
-        if _dvc_tracked(project, path):
+        if any(path.is_relative_to(out) for out in dvc_outputs):  # DVC checks it out or makes it
             continue
         in_git = _in_git(project, path)
         if not in_git:
@@ -384,24 +384,13 @@ def _files(path: Path) -> list[Path]:
     return [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
 
 
-def _dvc_tracked(project: Path, path: Path) -> bool:
-    """Whether `path` is, or is inside, the output of a .dvc file or of a dvc.yaml stage."""
-    for node in [path, *path.parents]:
-        if node == project:
-            break
-        if node.with_name(node.name + ".dvc").is_file():
-            return True
-    stages = (
-        (yaml.safe_load((project / "dvc.yaml").read_text()) or {}).get("stages", {})
-        if (project / "dvc.yaml").is_file()
-        else {}
-    )
-    outs = [
-        next(iter(out)) if isinstance(out, dict) else out
-        for stage in stages.values()
-        for out in (stage.get("outs") or [])
-    ]
-    return any(path.is_relative_to((project / out).resolve()) for out in outs)
+def _dvc_outputs(project: Path) -> list[Path]:
+    """The outputs of the project's .dvc files and dvc.yaml stages, from DVC's own index (templated,
+    foreach and nested dvc.yaml stages included, as `dvc exp run` sees them)."""
+    from dvc.repo import Repo
+
+    with Repo(str(project)) as repo:
+        return [Path(out.fs_path).resolve() for stage in repo.index.stages for out in stage.outs]
 
 
 def write_frame_csv(frame: pd.DataFrame, path: Path) -> None:

@@ -3,6 +3,7 @@ check and the paired comparison of flows/retrain.py, on a small project of fake 
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -261,6 +262,7 @@ def test_the_experiment_gets_copies_of_what_neither_git_nor_dvc_has(project):
     appended = training_data(project, params, new, replace=False, work=work)[0]
     alone = training_data(project, params, new, replace=True, work=work)[0]
     _git(project, "init", "-q")
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True)  # retrain's projects
     _git(project, "add", "params.yaml")
     _git(project, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "params")
 
