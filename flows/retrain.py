@@ -425,7 +425,7 @@ def holdout_of(project: Path, exp: ExperimentBase) -> registry.Holdout:
 
 @task(cache_policy=NO_CACHE)
 def check_holdout_untouched(
-    project: Path, exp: ExperimentBase, new_files: dict[str, str], where: str
+    project: Path, params: dict, exp: ExperimentBase, new_files: dict[str, str], where: str
 ) -> None:
     """New training rows whose files have the bytes of a holdout file stop the run before training.
 
@@ -433,13 +433,14 @@ def check_holdout_untouched(
     that row's alone: not another holdout row's and no row's of the project's training dataframe. A table
     of a few discrete columns repeats its rows by chance (3 levels of 2 columns and 2 classes make 18
     distinct rows), and every new row matched some holdout row: the run was refused for rows that were
-    no copy. A copied holdout row of measured values matches that row only."""
+    no copy. A copied holdout row of measured values matches that row only. The training dataframe is the
+    one `params` (params.yaml with the run's --set) names, as in training_data."""
     _, frame, _ = holdout_files(project, exp)
     folder = _path(project, exp.dataset.test_data_folder).resolve()
     holdout, noun = input_hashes(project, exp, frame, folder)
     if noun == "row":
         seen = Counter(holdout.values())
-        project_exp = load_experiment(project, yaml.safe_load((project / PARAMS_FILE).read_text()))
+        project_exp = load_experiment(project, params)
         old = problems.of(project_exp).read_frame(_path(project, project_exp.dataset.train_dataframe))
         seen.update(row_hashes(old, input_columns(project, exp)).values())
         holdout = {name: h for name, h in holdout.items() if seen[h] == 1}
@@ -737,7 +738,7 @@ def retrain(
         registry.check_comparable(champion, exp.prediction.metric, holdout)
     validate_new_data(project, with_new, work)  # the new rows as given, so errors name their file and row
     data, new_files = training_data(project, params, new, replace, work)
-    check_holdout_untouched(project, exp, new_files, str(new_data))
+    check_holdout_untouched(project, params, exp, new_files, str(new_data))
     copies = experiment_copies(project, experiment_reads(project, params, new, data, replace))
     if copies:
         log.info("copied into the experiment, as neither git nor DVC tracks them: %s", ", ".join(copies))

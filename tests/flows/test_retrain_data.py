@@ -107,8 +107,10 @@ def test_a_new_file_with_the_bytes_of_a_holdout_file_is_refused_by_content_not_n
     with pytest.raises(
         DataError, match=r"data/incoming: 1 new training file.*fresh_7.wav is the holdout's 7_george_0.wav"
     ):
-        check_holdout_untouched.fn(project, exp, new_files, "data/incoming")
-    check_holdout_untouched.fn(project, exp, {"7_george_9.wav": new_files["7_george_9.wav"]}, "data/incoming")
+        check_holdout_untouched.fn(project, params, exp, new_files, "data/incoming")
+    check_holdout_untouched.fn(
+        project, params, exp, {"7_george_9.wav": new_files["7_george_9.wav"]}, "data/incoming"
+    )
 
 
 def test_appended_rows_need_the_file_and_label_columns():
@@ -205,8 +207,10 @@ def test_a_new_row_with_a_holdout_rows_values_is_refused(rows_project):
     with pytest.raises(
         DataError, match=r"data/incoming: 1 new training row\(s\).*row 2 is the holdout's row 2"
     ):
-        check_holdout_untouched.fn(rows_project, exp, hashed, "data/incoming")
-    check_holdout_untouched.fn(rows_project, exp, {k: hashed[k] for k in ("row 1", "row 3")}, "data/incoming")
+        check_holdout_untouched.fn(rows_project, params, exp, hashed, "data/incoming")
+    check_holdout_untouched.fn(
+        rows_project, params, exp, {k: hashed[k] for k in ("row 1", "row 3")}, "data/incoming"
+    )
 
 
 def test_rows_that_the_data_repeats_are_no_copy_of_the_holdout(rows_project):
@@ -222,9 +226,11 @@ def test_rows_that_the_data_repeats_are_no_copy_of_the_holdout(rows_project):
     params = params_of(rows_project)
     _, hashed = training_data(rows_project, params, new, True, rows_project / "artifacts" / "retrain" / "run")
     exp = config.load(rows_project / "params.yaml")
-    check_holdout_untouched.fn(rows_project, exp, {k: hashed[k] for k in ("row 1", "row 2")}, "data/incoming")
+    check_holdout_untouched.fn(
+        rows_project, params, exp, {k: hashed[k] for k in ("row 1", "row 2")}, "data/incoming"
+    )
     with pytest.raises(DataError, match=r"row 3 is the holdout's row 1"):  # measured values: a copy
-        check_holdout_untouched.fn(rows_project, exp, hashed, "data/incoming")
+        check_holdout_untouched.fn(rows_project, params, exp, hashed, "data/incoming")
 
 
 def test_a_holdout_row_copied_without_the_holdouts_extra_column_is_refused(rows_project):
@@ -237,7 +243,7 @@ def test_a_holdout_row_copied_without_the_holdouts_extra_column_is_refused(rows_
     _, hashed = training_data(rows_project, params, new, True, rows_project / "artifacts" / "retrain" / "run")
     with pytest.raises(DataError, match=r"row 2 is the holdout's row 2"):
         check_holdout_untouched.fn(
-            rows_project, config.load(rows_project / "params.yaml"), hashed, "data/incoming"
+            rows_project, params, config.load(rows_project / "params.yaml"), hashed, "data/incoming"
         )
 
 
