@@ -524,6 +524,20 @@ def test_offset_column_is_added_to_the_prediction():
     assert np.allclose(diff, 1.0, atol=1e-4)
 
 
+def test_a_missing_offset_is_named_not_taken_as_zero():
+    """The graph adds the offset to the prediction; an empty one would silently be 0 there."""
+    frame = table_frame().assign(off=5.0)
+    frame.loc[[3, 7], "off"] = np.nan
+    exp, problem = experiment("tabular_regression", frame, "target", offset_column="off")
+    found = problem.data.check_rows(frame, frame, exp)
+    assert [(row, column) for row, column, _, why in found if "offset" in why] == [(3, "off"), (7, "off")]
+    decoder = TabularDecoder(problem.data.preprocessing(exp))
+    row = {"x1": 0.5, "x2": 1.0, "colour": "red", "off": None}
+    with pytest.raises(InputError, match=r"off: no value; it is the offset \(tabular.offset_column\)"):
+        decoder.load(row)
+    assert np.isfinite(decoder.load({**row, "off": 1.5})).all()
+
+
 def test_classification_metrics_are_h2os():
     frame = table_frame()
     *_, result = fit("tabular_classification", frame, table_frame(seed=4), epochs=3, max_hit_ratio_k=2)

@@ -156,7 +156,18 @@ def check_rows(frame: pd.DataFrame, train: pd.DataFrame, exp, most: int = 10) ->
             )
         for i in _beyond_float32(numbers.to_numpy(dtype=np.float64, na_value=np.nan))[:most]:
             found.append((int(i), str(name), float(numbers[i]), _not_float32(float(numbers[i]))))
+    offset = exp.tabular.offset_column
+    if offset and offset in frame.columns:
+        empty = frame[offset].reset_index(drop=True).isna().to_numpy()
+        for i in np.flatnonzero(empty)[:most]:
+            found.append((int(i), str(offset), None, EMPTY_OFFSET))
     return found
+
+
+EMPTY_OFFSET = (
+    "no offset (tabular.offset_column): every prediction adds its row's offset, so an empty one would be "
+    "taken as 0; write the row's offset (0 for none)"
+)
 
 
 def _training_frame(train: pd.DataFrame, exp, most: int) -> list[tuple]:

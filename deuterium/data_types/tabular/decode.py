@@ -107,6 +107,13 @@ def encode(
             raise InputError(_first_bad(name, values)) from None
         if column.dtype == object or column.shape != (n,):
             raise InputError(f"{name}: one number per row expected")
+        if spec["kind"] == "offset" and np.isnan(column).any():  # the graph would add 0
+            i = int(np.flatnonzero(np.isnan(column))[0])
+            where = f" (row {i + 1})" if n > 1 else ""
+            raise InputError(
+                f"{name}: no value{where}; it is the offset (tabular.offset_column) the prediction adds, so "
+                "every row needs one (0 for none)"
+            )
         with np.errstate(over="ignore"):  # beyond float32: inf, refused just below
             out[:, j] = column
         infinite = np.flatnonzero(np.isinf(out[:, j]))  # inf, or beyond float32's range (the graph's input)
