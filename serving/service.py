@@ -17,7 +17,9 @@ needs no model in the store.
 Limits, each answered with a 4xx and `{"error": "..."}`: $DEUTERIUM_MAX_UPLOAD_BYTES per request body
 (default 32 MiB), $DEUTERIUM_MAX_BATCH_FILES per /predict_batch (default 32), the data type's limits saved
 with the model (the length of a clip, the pixels of a picture), checked before a whole input is decoded;
-$DEUTERIUM_MAX_DECODES inputs are decoded at once (default 4), so memory stays bounded under load.
+$DEUTERIUM_MAX_DECODES inputs are decoded at once (default 4), and as many /predict_json bodies parsed, so
+memory stays bounded under load; a /predict_json body has the data type's JSON limit (8 MiB; a table's row
+less), an upload the upload limit.
 $DEUTERIUM_PROVIDERS lists onnxruntime providers in order of preference.
 """
 
@@ -209,6 +211,7 @@ class Health(TypedDict):
     ]  # the data type's limits on one input, saved with the model (numbers; a table's columns)
     json_input: str  # what /predict_json takes for this data type
     max_upload_bytes: int
+    max_json_bytes: int  # a /predict_json body's limit
     max_batch_files: int
     labels: list[str]
     target_names: list[str]
@@ -365,6 +368,7 @@ class Scoring:
             "limits": self.decoder.limits(),
             "json_input": data_types.get(self.pre.data_type).json_help,
             "max_upload_bytes": MAX_UPLOAD_BYTES,
+            "max_json_bytes": min(MAX_UPLOAD_BYTES, self.decoder.max_json_bytes() or MAX_UPLOAD_BYTES),
             "max_batch_files": MAX_BATCH_FILES,
             "labels": self.pre.labels,
             "target_names": self.pre.target_names,
@@ -389,11 +393,15 @@ class RequestGuard:
         self.app = app
         self.max_bytes = max_bytes
         self._json_bytes: int | None = None
+        # BentoML parses a JSON body into Python objects before the endpoint's decode slot is taken, ten
+        # times its size and more: 16 bodies at once grew the service by 5.5 GB. So at most MAX_DECODES
+        # JSON bodies are passed on at once; the others wait here as bytes, each within its limit.
+        self.json_slots = asyncio.Semaphore(MAX_DECODES)
 
     def json_limit(self) -> int:
-        """/predict_json's own limit: the served model's decoder's when it has one (a table's row is small:
-        a 29 MB row of a million keys under the upload limit cost seconds and memory to parse), read once
-        in this worker; the upload limit otherwise."""
+        """/predict_json's own limit: the served model's decoder's (a table's row is small: a 29 MB row of a
+        million keys under the upload limit cost seconds and memory to parse; a waveform's or an image's
+        JSON, 8 MiB), read once in this worker; the upload limit when it is lower or the model says none."""
         if self._json_bytes is None:
             try:
                 pre = Preprocessing.read(Path(MODEL.resolve().path) / paths.PREPROCESSING_FILE)
@@ -442,6 +450,10 @@ class RequestGuard:
             replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
 
+        if scope["path"] == "/predict_json":
+            async with self.json_slots:
+                await self.app({**scope, "headers": kept}, replay, _ErrorBody(send))
+            return
         await self.app({**scope, "headers": kept}, replay, _ErrorBody(send))
 
     async def _read(self, headers: Headers, receive: Receive, limit: int) -> bytes:

@@ -63,9 +63,11 @@ class Decoder:
         return 0
 
     def max_json_bytes(self) -> int:
-        """The largest JSON body the service reads for one input; 0: the upload limit alone (a waveform or
-        an image sent as JSON is as large as the file)."""
-        return 0
+        """The largest JSON body the service reads for one input (the upload limit when lower). Parsed, a
+        body is Python objects, not bytes: each number of a list of samples or pixels costs 32 bytes or
+        more for its 2 to 10 bytes of text, and 30 MB bodies of waveform samples held 300 MB each. 8 MiB
+        bounds that to about 130 MB at worst; a larger file goes to the upload endpoints as it is."""
+        return JSON_BODY_BYTES
 
     def pieces(self, x: np.ndarray) -> list[np.ndarray]:
         """What one input is scored as; its prediction is the mean over the pieces (one piece by default)."""
@@ -82,6 +84,9 @@ class Decoder:
     def limits(self) -> dict:
         """What one request may be, for the service's health answer."""
         return {}
+
+
+JSON_BODY_BYTES = 8 << 20
 
 
 def from_base64(field: str, text: object) -> bytes:

@@ -315,6 +315,7 @@ def test_health_and_probes(server):
     assert health["data_type"] == "audio" and health["labels"] == ["a", "b", "c"]
     assert health["limits"] == {"sample_rate": 8000, "max_seconds": 30, "max_decoded_samples": 2_000_000}
     assert health["max_upload_bytes"] == MAX_UPLOAD and "waveform" in health["json_input"]
+    assert health["max_json_bytes"] == MAX_UPLOAD  # the upload limit is below the JSON limit of 8 MiB
     routes = requests.get(f"{server}/docs.json").json()["paths"]
     assert {"/predict", "/predict_batch", "/predict_json", "/health"} <= routes.keys()
 
