@@ -177,3 +177,14 @@ def test_validate_keeps_the_mp3_decoders_notes_out_of_the_terminal(tmp_path, cap
         audio_io.load(path, RATE)
     Audio().check_file(path, "broken.mp3", None)
     assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize("rate", [0, 2**31, 0xFFFFFFFF])
+def test_a_header_rate_libsndfile_refuses_is_named_as_a_sample_rate(rate):
+    """libsndfile says "Internal error : SF_INFO struct incomplete" of a header's rate of 0 or beyond 2^31."""
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(800, np.float32), 8000, format="WAV", subtype="PCM_16")
+    data = bytearray(buf.getvalue())
+    data[24:28] = rate.to_bytes(4, "little")  # the fmt chunk's sample rate
+    with pytest.raises(AudioError, match=r"x.wav: .*its header states no usable sample rate .*384000 Hz"):
+        audio_io.info(bytes(data), "x.wav")

@@ -71,6 +71,8 @@ def _reason(err: Exception) -> str:
     text = text.split(": ", 1)[-1] if text.startswith("Error opening") else text
     if "does not exist or is not a regular file" in text:  # libsndfile's words for a broken MPEG stream
         return "format not recognised or the data is corrupt"
+    if "SF_INFO struct incomplete" in text:  # what libsndfile says of a header's rate of 0 or beyond 2^31
+        return f"its header states no usable sample rate; the limit is {MAX_SAMPLE_RATE} Hz"
     return text.rstrip(".")
 
 
