@@ -1,5 +1,6 @@
 """The one audio loader: formats, channels, bit depths, sample rates and broken files."""
 
+import contextlib
 import io
 
 import numpy as np
@@ -171,9 +172,12 @@ def test_validate_keeps_the_mp3_decoders_notes_out_of_the_terminal(tmp_path, cap
     path = tmp_path / "broken.mp3"
     path.write_bytes(bytes(data))
     capfd.readouterr()
-    audio_io.load(path, RATE)  # unguarded: the decoder's notes reach file descriptor 2
+    # mpg123 decodes these broken frames differently from run to run (now and then to samples beyond
+    # MAX_ABS_SAMPLE, refused): what is checked here is the terminal, whichever way the load ends
+    with contextlib.suppress(AudioError):
+        audio_io.load(path, RATE)  # unguarded: the decoder's notes reach file descriptor 2
     assert "error" in capfd.readouterr().err
-    with audio_io.quiet_stderr():
+    with audio_io.quiet_stderr(), contextlib.suppress(AudioError):
         audio_io.load(path, RATE)
     Audio().check_file(path, "broken.mp3", None)
     assert capfd.readouterr().err == ""
@@ -186,5 +190,7 @@ def test_a_header_rate_libsndfile_refuses_is_named_as_a_sample_rate(rate):
     sf.write(buf, np.zeros(800, np.float32), 8000, format="WAV", subtype="PCM_16")
     data = bytearray(buf.getvalue())
     data[24:28] = rate.to_bytes(4, "little")  # the fmt chunk's sample rate
-    with pytest.raises(AudioError, match=r"x.wav: .*its header states no usable sample rate .*384000 Hz"):
+    with pytest.raises(
+        AudioError, match=r"x.wav: .*its header states no usable sample rate; the limit is 384000 Hz"
+    ):
         audio_io.info(bytes(data), "x.wav")
