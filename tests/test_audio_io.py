@@ -9,7 +9,7 @@ import soundfile as sf
 
 from deuterium import scoring
 from deuterium.data_types.audio import io as audio_io
-from deuterium.errors import AudioError
+from deuterium.errors import AudioError, InputError
 
 RATE = 8000
 
@@ -194,3 +194,14 @@ def test_a_header_rate_libsndfile_refuses_is_named_as_a_sample_rate(rate):
         AudioError, match=r"x.wav: .*its header states no usable sample rate; the limit is 384000 Hz"
     ):
         audio_io.info(bytes(data), "x.wav")
+
+
+def test_a_json_sample_beyond_float32_is_said_to_be_out_of_range_not_infinite():
+    from deuterium.data_types.audio.decode import AudioDecoder
+
+    decoder = AudioDecoder({"sample_rate": RATE, "chunk_samples": 1000, "chunk_method": "fix"})
+    with pytest.raises(InputError, match=r"waveform: the audio contains samples beyond \+-1e\+06"):
+        decoder.from_json({"waveform": [1e308, 0.3], "sample_rate": RATE})
+    with pytest.raises(InputError, match=r"waveform: the audio contains samples beyond \+-1e\+06"):
+        decoder.from_json({"waveform": [1e10, 0.3], "sample_rate": RATE})
+    assert decoder.from_json({"waveform": [0.5, -0.25], "sample_rate": RATE}).dtype == np.float32

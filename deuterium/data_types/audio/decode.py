@@ -100,10 +100,13 @@ class AudioDecoder(Decoder):
                 isinstance(v, int | float) and not isinstance(v, bool) for v in values
             ):
                 raise InputError(f"{name}: a list of numbers")
-            try:
-                samples = np.asarray(values, dtype=np.float32)
+            try:  # float64 first: 1e308 would be inf in float32, and said to be "infinite"
+                wide = np.asarray(values, dtype=np.float64)
             except OverflowError:  # JSON integers of hundreds of digits
                 raise InputError(f"{name}: numbers out of range") from None
+            if not np.all(np.abs(wide) <= io.MAX_ABS_SAMPLE):
+                raise InputError(f"{name}: {io.bad_samples(wide)}")
+            samples = wide.astype(np.float32)
         if samples.size == 0:
             raise InputError(f"{name}: no samples")
         if samples.size / rate > self.max_seconds:
