@@ -115,6 +115,7 @@ def validate(exp: ExperimentBase, out_dir: Path, test_classes: bool = True) -> d
             if rows:
                 frames[spec.name]["success"] = False
                 frames[spec.name]["problems"] += [p.as_dict() for p in rows]
+    _say_lookalike_classes(exp, problem, read)
     if test_classes:
         unseen = _unseen_classes(exp, problem, read)
         found += unseen
@@ -274,6 +275,31 @@ def _row_problems(
     ]
 
 
+def _say_lookalike_classes(exp: ExperimentBase, problem, read: dict[str, pd.DataFrame]) -> None:
+    """Warn of training classes that differ only by spaces around them or by case ("yes", "yes ", "Yes"):
+    class names are kept as written, so they are different classes, which a spreadsheet's stray space
+    makes without the user seeing it. A warning, not a problem: the data may mean them apart."""
+    d = exp.dataset
+    if problem.label_kind != "categorical" or "train" not in read:
+        return
+    for column in [c for c in d.label_columns if c in read["train"].columns]:
+        groups: dict[str, list[str]] = {}
+        for name in read["train"][column].dropna().astype(str).unique():
+            groups.setdefault(name.strip().casefold(), []).append(name)
+        alike = [sorted(names) for names in groups.values() if len(names) > 1]
+        spaced = sorted(n for names in groups.values() if len(names) == 1 for n in names if n != n.strip())
+        if alike or spaced:
+            log.warning(
+                "%s: column %r: %s are different classes; if each is meant as one, write it one way",
+                d.train_dataframe,
+                column,
+                "; ".join(
+                    [" and ".join(map(repr, names)) for names in alike[:10]]
+                    + [f"{n!r} (spaces around it)" for n in spaced[:10]]
+                ),
+            )
+
+
 def _unseen_classes(exp: ExperimentBase, problem, read: dict[str, pd.DataFrame]) -> list[Problem]:
     """A labeled test frame's classes that no training row has: the evaluate stage cannot score them, and
     found here they cost no training run. Single-label classification; each class at its first row.
@@ -291,7 +317,7 @@ def _unseen_classes(exp: ExperimentBase, problem, read: dict[str, pd.DataFrame])
             known |= {str(v) for v in read[name][column].dropna()}
     values = test[column].reset_index(drop=True)
     firsts = values[values.notna() & ~values.astype(str).isin(known)].astype(str).drop_duplicates()
-    shown = ", ".join(sorted(known)[:20]) + (" ..." if len(known) > 20 else "")
+    shown = ", ".join(map(repr, sorted(known)[:20])) + (" ..." if len(known) > 20 else "")  # "yes " shows
     return [
         Problem(
             str(d.test_dataframe),

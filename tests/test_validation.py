@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 
 os.environ["DO_NOT_TRACK"] = "1"
@@ -235,13 +236,29 @@ def test_a_test_class_that_no_training_row_has_is_found_before_training(tmp_path
     exp = experiment(tmp_path, "file,label\na.wav,x\nb.wav,y\n", test_dataframe=str(test))
     message, report = failing(tmp_path, exp)
     assert (
-        "test.csv:row 1: column 'label': 'z' is a class no training row has (the training classes: x, y)"
+        "test.csv:row 1: column 'label': 'z' is a class no training row has (the training classes: 'x', 'y')"
         in message
     )
     assert problems(report, "test") == [(1, "label", "test class seen in training")]  # each class once
     validation.validate(exp, tmp_path / "out", test_classes=False)  # the retrain flow's new rows alone
     test.write_text("file\nc.wav\n")  # no labels: predictions only
     validation.validate(exp, tmp_path / "out")
+
+
+def test_classes_that_differ_by_case_or_spaces_are_warned_of(tmp_path, audio, caplog):
+    """Class names are kept as written: a spreadsheet's stray space made 'no ' a class beside 'no'."""
+    exp = experiment(tmp_path, "file,label\na.wav,yes\nb.wav,Yes\nc.wav, no\nd.wav,no\n")
+    with caplog.at_level(logging.WARNING, logger="deuterium.validation"):
+        validation.validate(exp, tmp_path / "out")
+    said = [r.getMessage() for r in caplog.records if "different classes" in r.getMessage()]
+    assert (
+        len(said) == 1 and "column 'label': 'Yes' and 'yes'; ' no' and 'no' are different classes" in said[0]
+    )
+    caplog.clear()
+    exp = experiment(tmp_path, "file,label\na.wav,yes\nb.wav,no\n")
+    with caplog.at_level(logging.WARNING, logger="deuterium.validation"):
+        validation.validate(exp, tmp_path / "out")
+    assert not [r for r in caplog.records if "different classes" in r.getMessage()]
 
 
 def table_params(tmp_path, problem_type: str, label: str, **tabular) -> dict:
