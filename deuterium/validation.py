@@ -383,7 +383,7 @@ def _checks(frame: pd.DataFrame, work: pd.DataFrame, spec: FrameSpec, exp: Exper
                 f"label '{column}' present",
                 column,
                 gxe.ExpectColumnValuesToNotBeNull(column=column),
-                "label is missing (empty cell)",
+                "label is missing (an empty cell; of numbers, also NA, null, None or NaN, as pandas reads them)",
             )
         )
         if label_kind == "numeric":
