@@ -12,26 +12,36 @@ from deuterium import splitting
 from deuterium.problems import ProblemType
 
 
-def scores(problem: ProblemType, targets: np.ndarray, preds: np.ndarray) -> dict[str, float]:
-    """Every metric of the problem type that can be computed on these rows."""
+def scores(
+    problem: ProblemType, targets: np.ndarray, preds: np.ndarray, weights: np.ndarray | None = None
+) -> dict[str, float]:
+    """Every metric of the problem type that can be computed on these rows (`weights`: each row's, as the
+    data type gives them: ProblemType.row_weights)."""
     return {
-        name: value for name, (value, _) in _attempts(problem, targets, preds).items() if value is not None
+        name: value
+        for name, (value, _) in _attempts(problem, targets, preds, weights).items()
+        if value is not None
     }
 
 
-def why_not(problem: ProblemType, targets: np.ndarray, preds: np.ndarray, name: str) -> str:
+def why_not(
+    problem: ProblemType, targets: np.ndarray, preds: np.ndarray, name: str, weights: np.ndarray | None = None
+) -> str:
     """Why metric `name` cannot be computed on these rows (scikit-learn's words)."""
-    return _attempts(problem, targets, preds)[name][1] or "it can"
+    return _attempts(problem, targets, preds, weights)[name][1] or "it can"
 
 
-def _attempts(problem, targets, preds) -> dict[str, tuple[float | None, str | None]]:
+def _attempts(problem, targets, preds, weights=None) -> dict[str, tuple[float | None, str | None]]:
     out = {}
     for name, metric in problem.metrics().items():
         with warnings.catch_warnings(record=True) as said:
             warnings.simplefilter("always")
             try:
-                value = float(metric.fn(problem.truth(targets), preds))
-            except ValueError as err:  # e.g. ROC_AUC with a class missing from a small fold
+                value = float(metric.fn(problem.truth(targets), preds, weights))
+            except (
+                ValueError,
+                ZeroDivisionError,
+            ) as err:  # ZeroDivision: weights of 0 alone  # e.g. ROC_AUC with a class missing from a small fold
                 out[name] = (None, str(err).splitlines()[0] if str(err) else type(err).__name__)
                 continue
         if np.isfinite(value):
@@ -62,12 +72,21 @@ def cross_validation_summary(validation: dict) -> dict:
 
 
 def oof_report(
-    problem: ProblemType, oof: pd.DataFrame, folds: pd.DataFrame, targets: np.ndarray, preds: np.ndarray
+    problem: ProblemType,
+    oof: pd.DataFrame,
+    folds: pd.DataFrame,
+    targets: np.ndarray,
+    preds: np.ndarray,
+    weights: np.ndarray | None = None,
 ) -> dict:
+    """Out-of-fold scores, overall and per fold; `weights` are the rows of `folds`' (None: each counts once)."""
     by_row = pd.Series(np.arange(len(folds)), index=folds[splitting.ROW_ID])
     rows = by_row.loc[oof[splitting.ROW_ID]].to_numpy()
-    report = {"overall": scores(problem, targets[rows], preds)}
+    w = None if weights is None else weights[rows]
+    report = {"overall": scores(problem, targets[rows], preds, w)}
     for fold in sorted(oof[splitting.FOLD].unique()):
         mask = (oof[splitting.FOLD] == fold).to_numpy()
-        report[f"fold{int(fold)}"] = scores(problem, targets[rows][mask], preds[mask])
+        report[f"fold{int(fold)}"] = scores(
+            problem, targets[rows][mask], preds[mask], None if w is None else w[mask]
+        )
     return report

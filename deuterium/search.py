@@ -436,9 +436,11 @@ def _trial(trial_config: dict, *, project: str, params: dict, split_dir: str, pl
         # the train stage keeps (the best epoch's with save_best_checkpoint), rounded as metrics.json is
         preds = fitting.predictions_from(oof, problem.output_columns(info))
         rows = pd.Series(np.arange(len(folds)), index=folds[ROW_ID]).loc[oof[ROW_ID]].to_numpy()
-        overall = evaluation.scores(problem, targets[rows], preds)
+        weights = problem.row_weights(folds, exp)  # as the evaluate stage weighs them
+        w = None if weights is None else weights[rows]
+        overall = evaluation.scores(problem, targets[rows], preds, w)
         if plan["metric"] not in overall:
-            why = evaluation.why_not(problem, targets[rows], preds, plan["metric"])
+            why = evaluation.why_not(problem, targets[rows], preds, plan["metric"], w)
             raise DataError(f"{plan['metric']} cannot be computed on the out-of-fold rows: {why}")
         metrics = {SCORE: overall[plan["metric"]], "run": "oof", "epoch": last_epoch, "completed": True}
         metrics["epochs_trained"] = trained  # since the last report

@@ -44,8 +44,9 @@ def main(
     plot_source = None
     if len(oof):
         targets = problem.encode(folds, exp, info)
+        weights = problem.row_weights(folds, exp)
         preds = fitting.predictions_from(oof, problem.output_columns(info))
-        report["validation"] = evaluation.oof_report(problem, oof, folds, targets, preds)
+        report["validation"] = evaluation.oof_report(problem, oof, folds, targets, preds, weights)
         summary = evaluation.cross_validation_summary(report["validation"])
         if summary:  # two folds or more
             report["cross_validation_summary"] = summary
@@ -54,7 +55,8 @@ def main(
         )
         plot_source = (targets[rows], preds)
         if metric not in report["validation"]["overall"]:
-            why = evaluation.why_not(problem, targets[rows], preds, metric)
+            w = None if weights is None else weights[rows]
+            why = evaluation.why_not(problem, targets[rows], preds, metric, w)
             raise DataError(f"prediction.metric {metric} cannot be computed on the out-of-fold rows: {why}")
 
     if exp.dataset.test_dataframe is not None:
@@ -75,9 +77,10 @@ def main(
         )
         if all(c in test for c in exp.dataset.label_columns):
             targets = problem.encode(test, exp, info)
-            report["test"] = evaluation.scores(problem, targets, preds)
+            weights = problem.row_weights(test, exp)
+            report["test"] = evaluation.scores(problem, targets, preds, weights)
             if metric not in report["test"]:
-                why = evaluation.why_not(problem, targets, preds, metric)
+                why = evaluation.why_not(problem, targets, preds, metric, weights)
                 raise DataError(f"prediction.metric {metric} cannot be computed on the test rows: {why}")
             plot_source = (targets, preds)
 

@@ -155,6 +155,10 @@ class DataType:
         For a data type whose rows are the input; one that reads files checks them in check_file."""
         return []
 
+    def row_weights(self, frame: pd.DataFrame, exp: ExperimentBase) -> np.ndarray | None:
+        """Each row's weight in the metrics (float64), or None when every row counts once (the default)."""
+        return None
+
     # --- settings chosen from the data --------------------------------------------------------
     def choose(self, files: list[Path], exp: ExperimentBase) -> dict | None:
         """split: settings chosen from the training files (`auto` settings), recorded in data_info.json."""

@@ -90,6 +90,10 @@ class ProblemType:
         """One of the experiment's dataframe files, its class names as written (io.read_frame)."""
         return io.read_frame(path, self.task.text_columns(self.exp) if self.exp is not None else ())
 
+    def row_weights(self, frame: pd.DataFrame, exp: ExperimentBase):
+        """Each row's weight in the metrics (the data type's: a table's weights_column), or None."""
+        return self.data.row_weights(frame, exp)
+
     # --- the task: labels, loss, activation, metrics, plots -----------------------------------
     def label_info(self, frame: pd.DataFrame, exp: ExperimentBase) -> dict:
         return self.task.label_info(frame, exp)

@@ -30,14 +30,14 @@ class AnomalyPrediction(PredictionBase):
     metric: Literal["reconstruction_MSE", "AUC"] = "reconstruction_MSE"
 
 
-def _auc(y: np.ndarray, p: np.ndarray) -> float:
+def _auc(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> float:
     if len(np.unique(y)) < 2:
         return float("nan")
-    return float(skm.roc_auc_score(y, p[:, 0]))
+    return float(skm.roc_auc_score(y, p[:, 0], sample_weight=w))
 
 
 _METRICS = {
-    "reconstruction_MSE": Metric(lambda y, p: float(np.mean(p[:, 0])), False),
+    "reconstruction_MSE": Metric(lambda y, p, w=None: float(np.average(p[:, 0], weights=w)), False),
     "AUC": Metric(_auc, True),
 }
 

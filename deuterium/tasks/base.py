@@ -24,8 +24,15 @@ registered = _PLUGINS.registered
 
 @dataclass(frozen=True)
 class Metric:
-    fn: Callable[[np.ndarray, np.ndarray], float]  # (targets, predictions after activation) -> value
+    # (targets, predictions after activation, row weights or None) -> value; the weights are H2O-3's
+    # weights_column: a row counts as many times as its weight (0: not at all)
+    fn: Callable[..., float]
     greater_is_better: bool
+
+
+def weighted(score: Callable[..., float], **kw) -> Callable[..., float]:
+    """A scikit-learn metric as a Metric's fn: the row weights as its `sample_weight`."""
+    return lambda y, p, w=None: score(y, p, sample_weight=w, **kw)
 
 
 class Task:

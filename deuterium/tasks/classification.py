@@ -47,20 +47,23 @@ def _chosen(probs: np.ndarray) -> np.ndarray:
     return (probs >= THRESHOLD).astype(int)
 
 
-def _auc(y: np.ndarray, p: np.ndarray) -> float:
+def _auc(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> float:
     if p.shape[1] == 2:
-        return skm.roc_auc_score(y, p[:, 1])
-    return skm.roc_auc_score(y, p, multi_class="ovr", labels=list(range(p.shape[1])))
+        return skm.roc_auc_score(y, p[:, 1], sample_weight=w)
+    return skm.roc_auc_score(y, p, multi_class="ovr", labels=list(range(p.shape[1])), sample_weight=w)
 
 
 def _decision_metrics(choose) -> dict[str, Metric]:
     """The metrics computed on decided labels (`choose`: probabilities -> labels), macro-averaged."""
 
     def macro(score, **kw):
-        return Metric(lambda y, p: score(y, choose(p), average="macro", zero_division=0, **kw), True)
+        return Metric(
+            lambda y, p, w=None: score(y, choose(p), average="macro", zero_division=0, sample_weight=w, **kw),
+            True,
+        )
 
     return {
-        "Accuracy": Metric(lambda y, p: skm.accuracy_score(y, choose(p)), True),
+        "Accuracy": Metric(lambda y, p, w=None: skm.accuracy_score(y, choose(p), sample_weight=w), True),
         "F1": macro(skm.f1_score),
         "F2": macro(skm.fbeta_score, beta=2),
         "F05": macro(skm.fbeta_score, beta=0.5),
@@ -72,9 +75,12 @@ def _decision_metrics(choose) -> dict[str, Metric]:
 _METRICS = {
     **_decision_metrics(_labels),
     "LogLoss": Metric(
-        lambda y, p: skm.log_loss(y, np.clip(p, 1e-7, 1), labels=list(range(p.shape[1]))), False
+        lambda y, p, w=None: skm.log_loss(
+            y, np.clip(p, 1e-7, 1), labels=list(range(p.shape[1])), sample_weight=w
+        ),
+        False,
     ),
-    "MCC": Metric(lambda y, p: skm.matthews_corrcoef(y, _labels(p)), True),
+    "MCC": Metric(lambda y, p, w=None: skm.matthews_corrcoef(y, _labels(p), sample_weight=w), True),
     "ROC_AUC": Metric(_auc, True),
 }
 
@@ -83,11 +89,22 @@ _METRICS = {
 _MULTI_LABEL_METRICS = {
     **_decision_metrics(_chosen),
     "LogLoss": Metric(
-        lambda y, p: skm.log_loss(y.ravel(), np.clip(p, 1e-7, 1 - 1e-7).ravel(), labels=[0, 1]), False
+        lambda y, p, w=None: skm.log_loss(
+            y.ravel(), np.clip(p, 1e-7, 1 - 1e-7).ravel(), labels=[0, 1], sample_weight=_each(w, y)
+        ),
+        False,
     ),
-    "MCC": Metric(lambda y, p: skm.matthews_corrcoef(y.ravel(), _chosen(p).ravel()), True),
-    "ROC_AUC": Metric(lambda y, p: skm.roc_auc_score(y, p, average="macro"), True),
+    "MCC": Metric(
+        lambda y, p, w=None: skm.matthews_corrcoef(y.ravel(), _chosen(p).ravel(), sample_weight=_each(w, y)),
+        True,
+    ),
+    "ROC_AUC": Metric(lambda y, p, w=None: skm.roc_auc_score(y, p, average="macro", sample_weight=w), True),
 }
+
+
+def _each(w: np.ndarray | None, y: np.ndarray) -> np.ndarray | None:
+    """A row's weight for each of its (row, class) decisions, as y.ravel() orders them."""
+    return None if w is None else np.repeat(w, y.shape[1])
 
 
 @register("classification")

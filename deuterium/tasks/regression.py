@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from deuterium.errors import DataError
 from deuterium.settings import ExperimentBase, PredictionBase, TrainingBase
-from deuterium.tasks.base import Metric, Task, register
+from deuterium.tasks.base import Metric, Task, register, weighted
 
 
 class RegressionTraining(TrainingBase):
@@ -37,18 +37,19 @@ def _numeric(frame: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     return frame[cols].apply(pd.to_numeric, errors="coerce")
 
 
-def _smape(y: np.ndarray, p: np.ndarray) -> float:
+def _smape(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> float:
     denom = np.abs(y) + np.abs(p)
-    return float(np.mean(np.where(denom == 0, 0.0, 2 * np.abs(p - y) / np.where(denom == 0, 1, denom))))
+    each = np.where(denom == 0, 0.0, 2 * np.abs(p - y) / np.where(denom == 0, 1, denom))
+    return float(np.average(each.mean(axis=1) if each.ndim == 2 else each, weights=w))
 
 
 _METRICS = {
-    "MAE": Metric(skm.mean_absolute_error, False),
-    "MSE": Metric(skm.mean_squared_error, False),
-    "RMSE": Metric(skm.root_mean_squared_error, False),
-    "MAPE": Metric(skm.mean_absolute_percentage_error, False),
+    "MAE": Metric(weighted(skm.mean_absolute_error), False),
+    "MSE": Metric(weighted(skm.mean_squared_error), False),
+    "RMSE": Metric(weighted(skm.root_mean_squared_error), False),
+    "MAPE": Metric(weighted(skm.mean_absolute_percentage_error), False),
     "SMAPE": Metric(_smape, False),
-    "R2": Metric(skm.r2_score, True),
+    "R2": Metric(weighted(skm.r2_score), True),
 }
 
 

@@ -538,6 +538,16 @@ def test_a_missing_offset_is_named_not_taken_as_zero():
     assert np.isfinite(decoder.load({**row, "off": 1.5})).all()
 
 
+def test_row_weights_are_the_weights_column_for_the_metrics():
+    """The evaluate stage weighs metrics.json by them (tests/test_evaluation.py: weight k = the row k times)."""
+    frame = table_frame(n=4).assign(w=[1.0, np.nan, 2.5, 0.0])
+    exp, problem = experiment("tabular_classification", frame, weights_column="w")
+    assert problem.row_weights(frame, exp).tolist() == [1.0, 0.0, 2.5, 0.0]  # empty: 0, as in training
+    assert problem.row_weights(frame.drop(columns="w"), exp) is None  # a test frame without it: rows once
+    plain, plain_problem = experiment("tabular_classification", frame)
+    assert plain_problem.row_weights(frame, plain) is None
+
+
 def test_classification_metrics_are_h2os():
     frame = table_frame()
     *_, result = fit("tabular_classification", frame, table_frame(seed=4), epochs=3, max_hit_ratio_k=2)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from deuterium.data_types.base import DataType, register
 from deuterium.data_types.tabular.decode import FrameRows
@@ -66,6 +67,14 @@ class Tabular(DataType):
         from deuterium.data_types.tabular import columns
 
         return columns.check_rows(frame, train, exp)
+
+    def row_weights(self, frame, exp):
+        """tabular.weights_column's values (empty: 0, as training takes them), as H2O-3 weighs its metrics;
+        None for a frame without the column (a test frame may not have it: each row then counts once)."""
+        column = exp.tabular.weights_column
+        if not column or column not in frame.columns:
+            return None
+        return pd.to_numeric(frame[column], errors="coerce").fillna(0).to_numpy(np.float64)
 
     def fold_assignment(self, exp) -> str:
         return "random" if exp.tabular.fold_assignment == "auto" else exp.tabular.fold_assignment
