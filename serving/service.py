@@ -399,9 +399,9 @@ class RequestGuard:
         self.json_slots = asyncio.Semaphore(MAX_DECODES)
 
     def json_limit(self) -> int:
-        """/predict_json's own limit: the served model's decoder's (a table's row is small: a 29 MB row of a
-        million keys under the upload limit cost seconds and memory to parse; a waveform's or an image's
-        JSON, 8 MiB), read once in this worker; the upload limit when it is lower or the model says none."""
+        """/predict_json's own limit: the served model's decoder's (8 MiB unless its data type says less: a
+        29 MB row of a million keys under the upload limit cost seconds and memory to parse), read once in
+        this worker; the upload limit when it is lower or the model says none."""
         if self._json_bytes is None:
             try:
                 pre = Preprocessing.read(Path(MODEL.resolve().path) / paths.PREPROCESSING_FILE)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from deuterium.data_types.base import DataType, register
 from deuterium.data_types.tabular.decode import FrameRows
@@ -71,6 +70,8 @@ class Tabular(DataType):
     def row_weights(self, frame, exp):
         """tabular.weights_column's values (empty: 0, as training takes them), as H2O-3 weighs its metrics;
         None for a frame without the column (a test frame may not have it: each row then counts once)."""
+        import pandas as pd  # not at import: the scoring side imports no pandas
+
         column = exp.tabular.weights_column
         if not column or column not in frame.columns:
             return None
