@@ -105,7 +105,7 @@ def collect(
                     f"{given}: no files the model reads ({', '.join(sorted(suffixes))}) in this folder"
                 )
             items += [Item(str(p), p) for p in found]
-        elif given.suffix.lower() == ".csv":
+        elif given.suffix.lower() in FRAME_SUFFIXES:
             items += _from_csv(given, column, data_folder or given.parent)
         else:
             items.append(Item(str(given), given))
@@ -113,17 +113,22 @@ def collect(
 
 
 def _from_csv(path: Path, column: str, folder: Path) -> list[Item]:
+    """The files a dataframe (.csv, .tsv, .parquet) lists in `column`, read as the pipeline reads its
+    dataframes (io.read_frame: Excel's byte-order mark, a file that is not UTF-8 named by its line); a CSV's
+    rows are numbered as a spreadsheet shows them (row 1 is the header)."""
     if not path.is_file():  # one failure, like a missing file given on its own: the others still score
-        return [Item(str(path), None, f"{path}: no such CSV file")]
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if column not in (reader.fieldnames or []):
-            raise DataError(
-                f"{path}: no column {column!r} (columns: {', '.join(reader.fieldnames or [])}); choose one with --column"
-            )
-        names = [row[column] for row in reader]
+        return [Item(str(path), None, f"{path}: no such dataframe file")]
+    frame = dio.read_frame(path, text_columns=[column])
+    if column not in frame.columns:
+        raise DataError(
+            f"{path}: no column {column!r} (columns: {', '.join(map(str, frame.columns))}); choose one with --column"
+        )
+    names = frame[column].tolist()
     items = []
     for row, name in enumerate(names, start=2):  # row 1 is the header
+        if name is None or name != name:  # an empty cell
+            items.append(Item(f"{path}:{row}", None, f"{path}:{row}: no file named in column {column!r}"))
+            continue
         try:
             items.append(Item(name, assets.resolve(folder, name), origin=f"{path}:{row}"))
         except DataError as err:
@@ -231,14 +236,18 @@ if __name__ == "__main__":
     )
     parser.add_argument("model_dir", type=_given_path, help="folder with model.onnx and preprocessing.json")
     parser.add_argument(
-        "inputs", type=_given_path, nargs="+", help="files, folders of them, or CSVs naming them"
+        "inputs",
+        type=_given_path,
+        nargs="+",
+        help="files, folders of them, or dataframes naming them (.csv, .tsv, .parquet)",
     )
     parser.add_argument("--out", type=_given_path, default=Path("predictions.csv"))
     parser.add_argument(
-        "--column", help="the CSV column with the file names (default: the one the model was trained with)"
+        "--column",
+        help="the dataframe column with the file names (default: the one the model was trained with)",
     )
     parser.add_argument(
-        "--data-folder", type=_given_path, help="where a CSV's file names point (default: its folder)"
+        "--data-folder", type=_given_path, help="where a dataframe's file names point (default: its folder)"
     )
     parser.add_argument(
         "--providers",

@@ -50,7 +50,7 @@ def test_cli_scores_the_good_files_and_names_the_bad_ones(model_dir, inputs):
         text=True,
     )
     assert done.returncode == 1
-    for bad in ("clips/broken.ogg", "list.csv:4", "nothere.mp3", "gone.csv: no such CSV"):
+    for bad in ("clips/broken.ogg", "list.csv:4", "nothere.mp3", "gone.csv: no such dataframe"):
         assert f"failed: {bad}" in done.stderr
     assert "failed: list.csv:3: clips/gone.wav: no such file" in done.stderr  # the CSV's row, then the file
     rows = _read(out)
@@ -79,6 +79,23 @@ def test_all_good_files_exit_zero(model_dir, inputs):
 def test_a_csv_without_the_column_is_one_clear_error(model_dir, inputs):
     with pytest.raises(DataError, match="no column 'path'.*--column"):
         score.main(model_dir, [inputs / "list.csv"], inputs / "p.csv", column="path")
+
+
+def test_lists_are_read_as_the_pipeline_reads_dataframes(model_dir, inputs):
+    """Excel's 'CSV UTF-8' (a byte-order mark, CRLF), a TSV and a Parquet list score as training read them;
+    a CSV that is not UTF-8 is one clear error naming its line, not a traceback."""
+    import pandas as pd
+
+    (inputs / "excel.csv").write_bytes("audio,note\r\nclips/a.wav,ok\r\n".encode("utf-8-sig"))
+    (inputs / "tabs.tsv").write_text("audio\tnote\nclips/sub/b.flac\tok\n")
+    pd.DataFrame({"audio": ["clips/a.wav", None]}).to_parquet(inputs / "list.parquet")
+    out = inputs / "p.csv"
+    lists = [inputs / "excel.csv", inputs / "tabs.tsv", inputs / "list.parquet"]
+    assert score.main(model_dir, lists, out) == 1  # the Parquet list's empty cell
+    assert [r["file"] for r in _read(out)] == ["clips/a.wav", "clips/sub/b.flac", "clips/a.wav"]
+    (inputs / "latin.csv").write_bytes("audio\nclips/caf\u00e9.wav\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin.csv: line 2 is not UTF-8 text.*save the file as UTF-8"):
+        score.main(model_dir, [inputs / "latin.csv"], inputs / "q.csv")
 
 
 def test_the_output_never_replaces_an_input(model_dir, inputs):
