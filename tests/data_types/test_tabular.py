@@ -4,6 +4,7 @@ input answered with an error naming the column."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import shutil
@@ -546,6 +547,21 @@ def test_row_weights_are_the_weights_column_for_the_metrics():
     assert problem.row_weights(frame.drop(columns="w"), exp) is None  # a test frame without it: rows once
     plain, plain_problem = experiment("tabular_classification", frame)
     assert plain_problem.row_weights(frame, plain) is None
+
+
+def test_a_column_without_a_name_is_warned_of(caplog):
+    """A training CSV saved with pandas' default to_csv(index=True) starts with an unnamed row-number column:
+    an input that every request would have to send as 'Unnamed: 0'."""
+    frame = table_frame().reset_index().rename(columns={"index": "Unnamed: 0"})
+    with caplog.at_level(logging.WARNING):
+        exp, _ = experiment("tabular_classification", frame)
+    said = [r.getMessage() for r in caplog.records if "no name in the header" in r.getMessage()]
+    assert len(said) == 1 and "'Unnamed: 0'" in said[0] and "pandas' index" in said[0], said
+    assert "Unnamed: 0" in [c["name"] for c in exp.tabular.columns]  # still used, as H2O-3 would
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        experiment("tabular_classification", table_frame())
+    assert not [r for r in caplog.records if "no name in the header" in r.getMessage()]
 
 
 def test_classification_metrics_are_h2os():

@@ -210,6 +210,8 @@ def fit(frame: pd.DataFrame, exp) -> list[dict]:
         if name in skip:
             continue
         values = frame[name]
+        if str(name).startswith("Unnamed: "):
+            _say_unnamed(str(name), values)
         if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
             if values.isna().all():
                 raise DataError(_all_missing(name))
@@ -258,6 +260,20 @@ def decoder_values(values: pd.Series) -> np.ndarray:
     if isinstance(values.dtype, pd.api.extensions.ExtensionDtype):  # nullable, categorical, string
         return values.to_numpy(dtype=object, na_value=None)
     return values.to_numpy()
+
+
+def _say_unnamed(name: str, values: pd.Series) -> None:
+    """pandas names a column with an empty header cell 'Unnamed: N'; most often it is the row index that
+    pandas' to_csv writes by default. It would be an input that every request must send by that name."""
+    index = pd.api.types.is_integer_dtype(values) and np.array_equal(
+        values.to_numpy(), np.arange(len(values))
+    )
+    log.warning(
+        "column %r has no name in the header%s: it is used as an input, so every row scored must have it; "
+        "list it in tabular.ignored_columns, or save the file without it (pandas: to_csv(index=False))",
+        name,
+        " and holds the row numbers 0, 1, 2... (pandas' index, saved by to_csv)" if index else "",
+    )
 
 
 def _categorical(name: str, values: pd.Series, s) -> dict:
