@@ -321,3 +321,21 @@ def test_a_large_image_is_shrunk_by_a_whole_factor_keeping_what_the_model_needs(
     tight = decode.ImageDecoder({"channels": 3, "decoded_min_side": 896, "max_pixels": 4_000_000})
     with pytest.raises(InputError, match="more than the limit of 4000000"):
         tight.load(png.read_bytes(), "big.png")
+
+
+def test_an_image_beyond_pillows_ceiling_names_the_ceiling_not_a_setting_that_cannot_reach_it():
+    """A header of 100000 x 100000: more than Pillow opens at all. image.max_pixels cannot be raised to that
+    (its maximum is the ceiling), so the message says what the limit is instead of naming the setting."""
+    import struct
+    import zlib
+
+    from deuterium.data_types.image.decode import CEILING, open_image
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0))
+    with pytest.raises(InputError, match=rf"limit of {CEILING} \(the most any image may have"):
+        open_image(header + chunk(b"IEND", b""), "huge.png")
+    with pytest.raises(InputError, match=r"limit of 1000 \(image.max_pixels\)"):
+        open_image(header + chunk(b"IEND", b""), "huge.png", 1000)

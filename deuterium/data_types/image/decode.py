@@ -44,7 +44,12 @@ def open_image(source: Path | str | bytes, name: str, limit: int = CEILING) -> I
     except Image.DecompressionBombError as err:
         size = re.search(r"\((\d+) pixels\)", str(err))  # Pillow's message holds the image's size
         given = f"{size.group(1)} pixels is" if size else "the image is"
-        raise InputError(f"{name}: {given} more than the limit of {limit} (image.max_pixels)") from None
+        setting = (
+            "image.max_pixels"
+            if limit < CEILING
+            else "the most any image may have; image.max_pixels's own maximum"
+        )
+        raise InputError(f"{name}: {given} more than the limit of {limit} ({setting})") from None
     except Exception as err:  # Pillow's plugins raise many types for broken or hostile headers
         if isinstance(err, FileNotFoundError):
             raise InputError(f"{name}: file not found") from None
