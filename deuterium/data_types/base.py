@@ -93,6 +93,8 @@ def from_base64(field: str, text: object) -> bytes:
     """A JSON payload's base64 text as bytes; InputError naming `field` otherwise."""
     if not isinstance(text, str):
         raise InputError(f"{field}: a base64 string")
+    if text.startswith("data:") and ";base64," in text[:200]:  # a data URL, as a browser's FileReader gives
+        text = text.split(";base64,", 1)[1]
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):

@@ -564,6 +564,29 @@ def test_a_column_without_a_name_is_warned_of(caplog):
     assert not [r for r in caplog.records if "no name in the header" in r.getMessage()]
 
 
+def test_a_json_file_saved_as_the_services_request_body_scores_as_its_row():
+    """{"input": {...}}, what /predict_json takes, saved to a file for the standalone scorer."""
+    import json as json_module
+
+    frame = table_frame()
+    exp, problem = experiment("tabular_classification", frame)
+    decoder = TabularDecoder(problem.data.preprocessing(exp))
+    row = {"x1": 0.5, "x2": -1.0, "colour": "red"}
+    wrapped = json_module.dumps({"input": row}).encode()
+    assert np.array_equal(decoder.load(wrapped, "row.json"), decoder.load(row))
+    with pytest.raises(InputError, match="x1: column missing"):
+        decoder.load(json_module.dumps({"input": row, "other": 1}).encode(), "row.json")  # not the body alone
+
+
+def test_base64_may_come_as_a_data_url():
+    from deuterium.data_types.base import from_base64
+
+    assert from_base64("image_base64", "data:image/png;base64,aGVsbG8=") == b"hello"
+    assert from_base64("image_base64", "aGVsbG8=") == b"hello"
+    with pytest.raises(InputError, match="image_base64: not valid base64"):
+        from_base64("image_base64", "data:image/png,hello")  # a data URL that is not base64
+
+
 def test_classification_metrics_are_h2os():
     frame = table_frame()
     *_, result = fit("tabular_classification", frame, table_frame(seed=4), epochs=3, max_hit_ratio_k=2)

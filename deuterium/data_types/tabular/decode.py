@@ -184,6 +184,8 @@ class TabularDecoder(Decoder):
                 raise InputError(f"{name or 'row'}: not a JSON object of column values ({err})") from None
             if not isinstance(source, dict):
                 raise InputError(f"{name or 'row'}: a JSON object of column values expected")
+            if list(source) == ["input"] and isinstance(source["input"], dict) and not self._has("input"):
+                source = source["input"]  # a file saved as /predict_json's request body
         try:
             return self._row(source)
         except InputError as err:  # the input's name first, as the other data types' decoders say it
@@ -214,6 +216,9 @@ class TabularDecoder(Decoder):
             c["name"]: [source[c["name"]]] for c in self.columns if c["name"] in source
         }  # only the model's
         return encode(self.columns, row, 1, self.lookups)[0]
+
+    def _has(self, column: str) -> bool:
+        return any(c["name"] == column for c in self.columns)
 
     @property
     def max_keys(self) -> int:
