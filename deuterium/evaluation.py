@@ -36,12 +36,10 @@ def _attempts(problem, targets, preds, weights=None) -> dict[str, tuple[float | 
     for name, metric in problem.metrics().items():
         with warnings.catch_warnings(record=True) as said:
             warnings.simplefilter("always")
+            # ValueError: ROC_AUC with a class missing from a small fold; ZeroDivisionError: weights all 0
             try:
                 value = float(metric.fn(problem.truth(targets), preds, weights))
-            except (
-                ValueError,
-                ZeroDivisionError,
-            ) as err:  # ZeroDivision: weights of 0 alone  # e.g. ROC_AUC with a class missing from a small fold
+            except (ValueError, ZeroDivisionError) as err:
                 out[name] = (None, str(err).splitlines()[0] if str(err) else type(err).__name__)
                 continue
         if np.isfinite(value):
