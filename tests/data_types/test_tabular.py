@@ -587,6 +587,22 @@ def test_base64_may_come_as_a_data_url():
         from_base64("image_base64", "data:image/png,hello")  # a data URL that is not base64
 
 
+def test_numbers_with_a_decimal_comma_are_warned_of(caplog):
+    """A spreadsheet saved where decimals take a comma (quoted, so the CSV still parses): "0,76" is text."""
+    frame = table_frame().assign(price=lambda f: [f"{v:.2f}".replace(".", ",") for v in f.x2])
+    with caplog.at_level(logging.WARNING):
+        experiment("tabular_classification", frame)
+    said = [r.getMessage() for r in caplog.records if "decimal comma" in r.getMessage()]
+    assert len(said) == 1 and "column 'price'" in said[0], said
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        experiment(
+            "tabular_classification",
+            table_frame().assign(city=lambda f: ["Paris, FR", "Lyon, FR"] * (len(f) // 2)),
+        )
+    assert not [r for r in caplog.records if "decimal comma" in r.getMessage()]
+
+
 def test_classification_metrics_are_h2os():
     frame = table_frame()
     *_, result = fit("tabular_classification", frame, table_frame(seed=4), epochs=3, max_hit_ratio_k=2)

@@ -110,6 +110,16 @@ def _say_if_mostly_numbers(name: str, values: pd.Series) -> None:
             len(present),
             ", ".join(repr(v) for v in odd),
         )
+        return
+    text = present.astype(str)
+    commas = pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce")
+    if text.str.contains(",", regex=False).any() and commas.notna().mean() >= 0.9:
+        log.warning(
+            "column %r: its values are numbers written with a decimal comma (%s): pandas reads them as text, "
+            "so it is used as a categorical column; save the file with decimal points to use it as numbers",
+            name,
+            ", ".join(repr(v) for v in text[text.str.contains(",", regex=False)].unique()[:3]),
+        )
 
 
 def _not_inputs(exp) -> set[str]:
