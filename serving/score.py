@@ -106,13 +106,13 @@ def collect(
                 )
             items += [Item(str(p), p) for p in found]
         elif given.suffix.lower() in FRAME_SUFFIXES:
-            items += _from_csv(given, column, data_folder or given.parent)
+            items += _from_list(given, column, data_folder or given.parent)
         else:
             items.append(Item(str(given), given))
     return items
 
 
-def _from_csv(path: Path, column: str, folder: Path) -> list[Item]:
+def _from_list(path: Path, column: str, folder: Path) -> list[Item]:
     """The files a dataframe (.csv, .tsv, .parquet) lists in `column`, read as the pipeline reads its
     dataframes (io.read_frame: Excel's byte-order mark, a file that is not UTF-8 named by its line); a CSV's
     rows are numbered as a spreadsheet shows them (row 1 is the header)."""

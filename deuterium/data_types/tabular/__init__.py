@@ -70,12 +70,12 @@ class Tabular(DataType):
     def row_weights(self, frame, exp):
         """tabular.weights_column's values (empty: 0, as training takes them), as H2O-3 weighs its metrics;
         None for a frame without the column (a test frame may not have it: each row then counts once)."""
-        import pandas as pd  # not at import: the scoring side imports no pandas
+        from deuterium.data_types.tabular import columns  # not at import: the scoring side imports no pandas
 
         column = exp.tabular.weights_column
         if not column or column not in frame.columns:
             return None
-        return pd.to_numeric(frame[column], errors="coerce").fillna(0).to_numpy(np.float64)
+        return columns.row_weights(frame, column)
 
     def fold_assignment(self, exp) -> str:
         return "random" if exp.tabular.fold_assignment == "auto" else exp.tabular.fold_assignment

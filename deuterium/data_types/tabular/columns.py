@@ -174,6 +174,12 @@ def check_rows(frame: pd.DataFrame, train: pd.DataFrame, exp, most: int = 10) ->
     return found
 
 
+def row_weights(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """tabular.weights_column's values as training and the metrics take them: an empty or unreadable cell
+    is 0 (the row does not count)."""
+    return pd.to_numeric(frame[column], errors="coerce").fillna(0).to_numpy(np.float64)
+
+
 EMPTY_OFFSET = (
     "no offset (tabular.offset_column): every prediction adds its row's offset, so an empty one would be "
     "taken as 0; write the row's offset (0 for none)"

@@ -35,7 +35,7 @@ from sklearn import metrics as skm
 from torch import nn
 
 from deuterium import config, io, paths
-from deuterium.data_types.tabular.columns import decoder_values
+from deuterium.data_types.tabular.columns import decoder_values, row_weights
 from deuterium.data_types.tabular.decode import encode
 from deuterium.data_types.tabular.model import LOG_LINK, Dropout, TabularNet, apply_max_w2, gedeon
 from deuterium.data_types.tabular.settings import ARCHITECTURE, StoppingMetric
@@ -188,7 +188,7 @@ def table(frame: pd.DataFrame, targets: np.ndarray, exp, kind: str) -> Table:
     else:
         y = targets[:, 0].astype(np.float32) if targets.ndim == 2 else targets.astype(np.float32)
     if s.weights_column:
-        w = pd.to_numeric(frame[s.weights_column], errors="coerce").fillna(0).to_numpy(np.float32)
+        w = row_weights(frame, s.weights_column).astype(np.float32)
         if (w < 0).any():
             raise DataError(f"{s.weights_column}: weights must not be negative")
     else:
